@@ -1,0 +1,254 @@
+"""`dcl`: the command line. Engine commands live here; the service and the worker add theirs
+through the `dcl.commands` entry-point group (so the engine never imports them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from dcl_core.errors import UserError
+
+
+def read_config_file(path: str) -> dict:
+    """A JSON or YAML file as a dict; a clear error when it is missing or malformed."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"config file {path} does not exist")
+    text = file.read_text()
+    try:
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        raise UserError(f"config file {path} is not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold an object of settings, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        lines.append(f"  {where}: {err['msg']}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+DATASET_HELP = """ (a source such as builtin:digits or a path, or a JSON spec for the other
+DatasetSpec fields: '{"source": "builtin:digits", "split": "test"}')"""
+
+
+def dataset_arg(text: str) -> str | dict:
+    """A dataset option's value: a source string, or a JSON object parsed into a dict that the
+    config models validate as a DatasetSpec (so `split`, `image_size`, `max_images` can be set)."""
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not a valid JSON dataset spec ({exc})") from None
+    if not isinstance(spec, dict):
+        raise argparse.ArgumentTypeError("a JSON dataset spec must be an object")
+    return spec
+
+
+def _data_env(args):
+    from dcl_core.data import DataEnv
+
+    return DataEnv(
+        torchvision_root=Path(args.data_root) if args.data_root else None,
+        allow_download=args.download,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+
+
+class _ProgressHooks:
+    """A tqdm bar with loss and views/s; Ctrl-C stops cleanly after the current step."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar, self.interrupted = quiet, None, False
+
+    def on_start(self, total_steps, info):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_steps, initial=info["start_step"], unit="step", disable=self.quiet, dynamic_ncols=True)
+
+    def on_step(self, step, metrics):
+        self.bar.update(step - self.bar.n)
+        shown = {"loss": f"{metrics['loss']:.4f}", "views/s": f"{metrics['views_per_s']:.0f}", "epoch": f"{metrics['epoch']:.2f}"}
+        if "knn_acc" in metrics:
+            shown["knn"] = f"{metrics['knn_acc']:.3f}"
+        self.bar.set_postfix(shown, refresh=False)
+
+    def should_stop(self):
+        return self.interrupted
+
+    def on_checkpoint(self, path, sha256):
+        pass
+
+
+def _init_distributed():
+    """Under torchrun: join the process group and pin this rank's GPU. Returns the device string or None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    dist.init_process_group("gloo")
+    return "cpu"
+
+
+def cmd_train(args) -> int:
+    from dcl_core.config import TrainConfig
+    from dcl_core.train import fit
+
+    raw = read_config_file(args.config)
+    device = _init_distributed()
+    if device is not None:
+        raw["device"] = device
+    config = TrainConfig.model_validate(raw)
+    hooks = _ProgressHooks(args.quiet)
+    import signal
+
+    def interrupt(signum, frame):
+        if hooks.interrupted:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        hooks.interrupted = True
+        print("\nstopping after this step (checkpoint kept; run the same command to resume)", file=sys.stderr)
+
+    # Restored afterwards: `main` may run inside a longer-lived process (tests, a notebook).
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        result = fit(config, Path(args.out), hooks, _data_env(args))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if hooks.bar is not None:
+            hooks.bar.close()
+    if result.stopped:
+        print(f"stopped at step {result.steps}/{result.total_steps}; resume with the same command")
+        return 130
+    print(json.dumps({"out": str(args.out), "steps": result.steps, "seconds": round(result.seconds, 1),
+                      "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics}, indent=2))
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from dcl_core.config import ProbeConfig
+    from dcl_core.export import write_json_atomic
+    from dcl_core.probe import run_probe
+
+    config = ProbeConfig(train=args.train, test=args.test, classifier=args.classifier, device=args.device)
+    result = run_probe(Path(args.encoder), config, _data_env(args))
+    out = result.to_dict()
+    if args.out:
+        write_json_atomic(Path(args.out), out)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from dcl_core.config import EmbedConfig
+    from dcl_core.embed import run_embed
+
+    config = EmbedConfig(data=args.data, device=args.device)
+    path = run_embed(Path(args.encoder), config, Path(args.out), _data_env(args))
+    print(path)
+    return 0
+
+
+def cmd_show_augment(args) -> int:
+    import torch
+
+    from dcl_core.augment import SimCLRAugment, save_png, views_grid
+    from dcl_core.config import AugmentConfig, DatasetSpec
+    from dcl_core.data import load_images
+
+    spec = DatasetSpec(source=args.dataset, image_size=args.image_size, max_images=max(args.n, 2))
+    data = load_images(spec, _data_env(args))
+    config = AugmentConfig()
+    mean, std = data.channel_stats()
+    augment = SimCLRAugment(config, data.image_size, mean, std)
+    grid = views_grid(data.images[: args.n], augment, n_views=args.views, generator=torch.Generator().manual_seed(args.seed))
+    save_png(grid, Path(args.out))
+    print(args.out)
+    return 0
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="folder holding torchvision datasets")
+    p.add_argument("--download", action="store_true", help="allow torchvision datasets to download")
+    p.add_argument("--cache-dir", help="where archives are extracted (default: a temp folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dcl", description="Self-supervised contrastive pretraining (DCL, DCLW, SimCLR).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="pretrain an encoder from a JSON/YAML config")
+    p.add_argument("config", help="config file (fields: see dcl_core/config.py TrainConfig)")
+    p.add_argument("--out", required=True, help="run folder: encoder.safetensors, encoder.json, metrics.jsonl, checkpoints/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("probe", help="linear-probe (or kNN) a trained encoder on labelled data")
+    p.add_argument("--encoder", required=True, help="run folder or encoder.safetensors")
+    p.add_argument("--train", required=True, type=dataset_arg, help="labelled training data" + DATASET_HELP)
+    p.add_argument("--test", required=True, type=dataset_arg, help="labelled test data" + DATASET_HELP)
+    p.add_argument("--classifier", choices=["logistic", "knn"], default="logistic")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="also write the result as JSON here")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("embed", help="write the encoder's features for a dataset as .npy")
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--data", required=True, type=dataset_arg, help="images to embed" + DATASET_HELP)
+    p.add_argument("--out", required=True, help="FILE.npy")
+    p.add_argument("--device", default="auto")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("show-augment", help="write a PNG of augmented views, to look at")
+    p.add_argument("dataset")
+    p.add_argument("--out", default="views.png")
+    p.add_argument("--n", type=int, default=8, help="images (rows)")
+    p.add_argument("--views", type=int, default=4, help="views per image")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    _add_data_options(p)
+    p.set_defaults(func=cmd_show_augment)
+
+    for ep in entry_points(group="dcl.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"error: {format_validation_error(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

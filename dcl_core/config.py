@@ -1,0 +1,238 @@
+"""Job and training configuration: the one schema the API validates and the engine trains from.
+
+Imports only pydantic (the API uses it without torch). Every field has a default a user
+can start from; invalid values and combinations are rejected with the field named.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENCODERS = ("resnet18", "resnet34", "resnet50", "convnet_small")
+TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "SVHN")
+BUILTIN_DATASETS = ("digits",)
+DATASET_ID = re.compile(r"^ds_[0-9a-f]{8,32}$")
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error (a typo must not silently train with a default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Strict):
+    """Where images come from. A plain string is accepted as `{"source": ...}`.
+
+    `source` is one of: `builtin:digits`; `torchvision:NAME` (CIFAR10, CIFAR100, STL10,
+    MNIST, FashionMNIST, SVHN); `dataset:ID` (an upload to the service); or a local path to
+    an image folder, a .zip/.tar(.gz) of one, or an .npz with `x` (N,H,W,C uint8) and
+    optional `y`. Paths are for the local CLI; the API accepts only the other three.
+    """
+
+    source: str = Field(min_length=1, max_length=4096)
+    split: Literal["train", "test"] = "train"
+    image_size: int | None = Field(
+        default=None, ge=8, le=1024,
+        description="Resize images to this square size; None keeps the native size "
+        "(folders of mixed sizes need it set).",
+    )
+    max_images: int | None = Field(default=None, ge=2, description="Use only the first N images.")
+    skip_corrupt: bool = Field(default=False, description="Skip unreadable images instead of failing.")
+    download: bool = Field(default=False, description="torchvision datasets: allow downloading.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value):
+        return {"source": value} if isinstance(value, str) else value
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        kind, _, name = source.partition(":")
+        if kind == "builtin" and name not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown builtin dataset {name!r}; choose one of {list(BUILTIN_DATASETS)}")
+        if kind == "torchvision" and name not in TORCHVISION_DATASETS:
+            raise ValueError(
+                f"unknown torchvision dataset {name!r}; choose one of {list(TORCHVISION_DATASETS)}"
+            )
+        if kind == "dataset" and not DATASET_ID.match(name):
+            raise ValueError(f"{source!r} is not a dataset id; upload with POST /v1/datasets to get one")
+        return source
+
+    @property
+    def kind(self) -> Literal["builtin", "torchvision", "dataset", "path"]:
+        prefix = self.source.partition(":")[0]
+        return prefix if prefix in ("builtin", "torchvision", "dataset") else "path"  # type: ignore[return-value]
+
+
+class AugmentConfig(Strict):
+    """SimCLR views (Chen et al. 2020, appendix A), applied batched on the training device."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_p: Probability = 0.5
+    jitter_p: Probability = 0.8
+    brightness: float = Field(default=0.4, ge=0.0)
+    contrast: float = Field(default=0.4, ge=0.0)
+    saturation: float = Field(default=0.4, ge=0.0)
+    hue: float = Field(default=0.1, ge=0.0, le=0.5)
+    grayscale_p: Probability = 0.2
+    blur_p: Probability | None = Field(
+        default=None, description="None: 0.5 for images larger than 64 px, else 0 (as SimCLR on CIFAR)."
+    )
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    mean: tuple[float, float, float] | None = Field(
+        default=None, description="Normalisation mean per channel; None: measured on the dataset."
+    )
+    std: tuple[float, float, float] | None = None
+
+    @field_validator("crop_scale", "crop_ratio", "blur_sigma")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"must be (low, high) with 0 < low <= high, got {value}")
+        return value
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_at_most_one(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[1] > 1.0:
+            raise ValueError("crop_scale is a fraction of the image area: high must be <= 1")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value):
+        if value is not None and min(value) <= 0:
+            raise ValueError("std must be > 0 for every channel")
+        return value
+
+    def blur_probability(self, image_size: int) -> float:
+        if self.blur_p is not None:
+            return self.blur_p
+        return 0.5 if image_size > 64 else 0.0
+
+
+class KnnMonitorConfig(Strict):
+    """Weighted kNN accuracy on a labelled split, computed at epoch ends (Wu et al. 2018)."""
+
+    train: DatasetSpec
+    test: DatasetSpec
+    k: int = Field(default=200, ge=1)
+    temperature: float = Field(default=0.1, gt=0)
+    every_epochs: int = Field(default=1, ge=1)
+
+
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class TrainConfig(Strict):
+    """A pretraining run. Defaults follow the DCL paper's CIFAR-10 set-up (Yeh et al. 2021)."""
+
+    method: Literal["dcl", "dclw", "simclr"] = "dcl"
+    dataset: DatasetSpec = DatasetSpec(source="builtin:digits")
+    encoder: Literal["resnet18", "resnet34", "resnet50", "convnet_small"] = "resnet18"
+    small_stem: bool | None = Field(
+        default=None, description="3x3 stride-1 conv1, no max-pool; None: on for images <= 64 px."
+    )
+    projection_hidden_dim: int | None = Field(default=None, ge=1, description="None: the encoder's feature dim.")
+    projection_dim: int = Field(default=128, ge=1)
+    projection_layers: int = Field(default=2, ge=1, le=4)
+
+    batch_size: int = Field(default=256, ge=2, le=65536, description="Images per step; each gives 2 views.")
+    epochs: int = Field(default=100, ge=1, le=100000)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps (for short runs).")
+    temperature: float = Field(default=0.1, gt=0, le=10)
+    sigma: float = Field(default=0.5, gt=0, description="DCLW: the vMF weighting's temperature.")
+
+    optimizer: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
+    lr: float | None = Field(
+        default=None, gt=0, le=100,
+        description="None: 0.06*batch/256 for sgd, 0.3*batch/256 for lars, 1e-3 for adam(w).",
+    )
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    exclude_bias_norm_from_wd: bool = True
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+    augment: AugmentConfig = AugmentConfig()
+    knn_monitor: KnnMonitorConfig | None = None
+
+    seed: int = Field(default=0, ge=0)
+    device: Device = "auto"
+    precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere.")
+    compile: bool | None = Field(default=None, description="torch.compile the encoder; None: on for CUDA.")
+    channels_last: bool | None = Field(default=None, description="None: on for CUDA.")
+    log_every_steps: int = Field(default=10, ge=1)
+    checkpoint_every_steps: int = Field(default=500, ge=1, description="Also at every epoch end.")
+    max_runtime_s: float | None = Field(default=None, gt=0, description="Fail the run past this wall time.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
+        if self.optimizer in ("adam", "adamw") and self.momentum != 0.9:
+            raise ValueError("momentum applies to sgd and lars only; leave it unset for adam/adamw")
+        return self
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        if self.optimizer == "sgd":
+            return 0.06 * self.batch_size / 256
+        if self.optimizer == "lars":
+            return 0.3 * self.batch_size / 256
+        return 1e-3
+
+
+class ProbeConfig(Strict):
+    """Evaluate a frozen encoder on labelled data: logistic regression or weighted kNN."""
+
+    train: DatasetSpec
+    test: DatasetSpec
+    classifier: Literal["logistic", "knn"] = "logistic"
+    epochs: int = Field(default=100, ge=1, le=10000, description="logistic: full-batch optimisation steps.")
+    lr: float = Field(default=1.0, gt=0, description="logistic: L-BFGS initial step length.")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    k: int = Field(default=200, ge=1, description="knn: neighbours.")
+    knn_temperature: float = Field(default=0.1, gt=0)
+    batch_size: int = Field(default=1024, ge=1, description="Feature extraction batch.")
+    device: Device = "auto"
+    precision: Precision = "auto"
+    seed: int = Field(default=0, ge=0)
+
+
+class EmbedConfig(Strict):
+    """Compute the encoder's features for every image of a dataset (saved as .npy)."""
+
+    data: DatasetSpec
+    batch_size: int = Field(default=1024, ge=1)
+    device: Device = "auto"
+    precision: Precision = "auto"
+
+
+# The API's job requests: one schema family, discriminated by `type`.
+class PretrainJob(Strict):
+    type: Literal["pretrain"] = "pretrain"
+    config: TrainConfig = TrainConfig()
+
+
+class ProbeJob(ProbeConfig):
+    type: Literal["linear_probe"] = "linear_probe"
+    encoder_job: str = Field(min_length=1, max_length=64, description="Id of a succeeded pretrain job.")
+
+
+class EmbedJob(EmbedConfig):
+    type: Literal["embed"] = "embed"
+    encoder_job: str = Field(min_length=1, max_length=64)
+
+
+JobSpec = Annotated[Union[PretrainJob, ProbeJob, EmbedJob], Field(discriminator="type")]

@@ -1,0 +1,333 @@
+"""Export and load trained encoders: `encoder.safetensors` + `encoder.json`.
+
+The weights file holds the encoder only (no projection head), with torchvision's parameter
+names for the ResNets (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; no `fc.*`), so it
+loads into a plain `torchvision.models.resnet18()` whose `fc` is `nn.Identity()` (and, for the
+small stem, whose `conv1` is a 3x3 stride-1 conv and `maxpool` is `nn.Identity()`).
+
+`encoder.json` says how to rebuild and feed it: the architecture, the stem, the feature
+dimension, the input size, the normalisation, the training config, the final metrics and the
+sha256 of the weights file. Nothing here unpickles anything: weights are read with
+safetensors and metadata with json.
+
+Both files are written atomically (a temp file in the same folder, fsync, `os.replace`), the
+weights first: a reader that finds `encoder.json` finds the weights it describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import nn
+
+import dcl_core
+from dcl_core.errors import UserError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "META_NAME",
+    "save_encoder",
+    "load_encoder",
+    "read_meta",
+    "encoder_state_dict",
+    "write_json_atomic",
+    "write_bytes_atomic",
+    "atomic_open",
+    "sha256_file",
+]
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "encoder.safetensors"
+META_NAME = "encoder.json"
+_REQUIRED_META = ("encoder", "small_stem", "image_size", "mean", "std")
+# Prefixes that wrappers add to parameter names: torch.compile's OptimizedModule and DDP.
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside `path`; on a clean exit fsync it and `os.replace` it onto `path`.
+
+    On an exception the temp file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Make the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: tuples to lists, numpy/torch scalars to numbers, NaN/inf to None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if hasattr(value, "model_dump"):  # a pydantic model
+        return _jsonable(value.model_dump(mode="json"))
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _jsonable(value.tolist())
+    raise TypeError(f"cannot write {type(value).__name__} to JSON: {value!r}")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write `obj` as strict JSON (non-finite floats become null), atomically."""
+    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- save
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The module inside torch.compile's OptimizedModule and DDP wrappers."""
+    while True:
+        inner = getattr(module, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            module = inner
+            continue
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+            continue
+        return module
+
+
+def _strip_prefixes(name: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                stripped = True
+    # torch.compile of a submodule leaves `_orig_mod.` inside a name too.
+    return name.replace("._orig_mod.", ".")
+
+
+def _clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    cleaned: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        key = _strip_prefixes(name)
+        if key in cleaned:
+            raise ValueError(f"two parameters map to {key!r} after removing wrapper prefixes")
+        cleaned[key] = tensor
+    return cleaned
+
+
+def encoder_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder's weights as saved: wrapper prefixes removed, detached, contiguous, on the CPU.
+
+    Every tensor is its own copy, so tensors that share storage in the module (safetensors
+    refuses those) are written independently.
+    """
+    state = _clean_state_dict(_unwrap(encoder).state_dict())
+    return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in state.items()}
+
+
+def save_encoder(encoder: nn.Module, out_dir: str | Path, meta: dict) -> str:
+    """Write `out_dir/encoder.safetensors` and `out_dir/encoder.json`; return the weights' sha256.
+
+    `meta` must hold `encoder` (the name for build_encoder), `small_stem`, `image_size`,
+    `mean` and `std` (the normalisation the encoder was trained with); the trainer adds
+    `config` (the TrainConfig as a dict) and `metrics` (final). This function adds
+    `format_version`, `sha256`, `feature_dim` and `dcl_core_version`.
+    """
+    from safetensors.torch import save as safetensors_save
+
+    missing = [key for key in _REQUIRED_META if key not in meta]
+    if missing:
+        raise ValueError(f"save_encoder: meta is missing {missing}")
+    out_dir = Path(out_dir)
+    inner = _unwrap(encoder)
+    feature_dim = getattr(inner, "feature_dim", None)
+    if feature_dim is None:
+        feature_dim = meta.get("feature_dim")
+    if feature_dim is None:
+        raise ValueError("save_encoder: the encoder has no `feature_dim` attribute and meta gives none")
+
+    # One metadata key only: safetensors writes several in a random order, and the same
+    # weights should give the same file (and sha256) every time.
+    data = safetensors_save(encoder_state_dict(encoder), metadata={"format": "pt"})
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    record = dict(meta)
+    record.update(
+        format_version=FORMAT_VERSION,
+        sha256=sha256,
+        feature_dim=int(feature_dim),
+        dcl_core_version=dcl_core.__version__,
+        weights_file=WEIGHTS_NAME,
+    )
+    record["mean"] = [float(v) for v in meta["mean"]]
+    record["std"] = [float(v) for v in meta["std"]]
+    record["image_size"] = int(meta["image_size"])
+    record["small_stem"] = bool(meta["small_stem"])
+
+    write_bytes_atomic(out_dir / WEIGHTS_NAME, data)
+    write_json_atomic(out_dir / META_NAME, record)
+    return sha256
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _locate(path: str | Path) -> tuple[Path, Path]:
+    """(weights file, json file) for a run folder, a .safetensors file or an encoder.json."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such encoder file or run folder")
+    if path.is_dir():
+        weights, meta = path / WEIGHTS_NAME, path / META_NAME
+    elif path.suffix == ".json":
+        meta = path
+        weights = path.with_suffix(".safetensors")
+        if not weights.exists():
+            weights = path.parent / WEIGHTS_NAME
+    else:
+        weights = path
+        meta = path.with_suffix(".json")
+        if not meta.exists():
+            meta = path.parent / META_NAME
+    if not meta.is_file():
+        raise UserError(
+            f"{path}: no {META_NAME} found (expected {meta}); point at a run folder holding "
+            f"{WEIGHTS_NAME} and {META_NAME}"
+        )
+    return weights, meta
+
+
+def read_meta(path: str | Path) -> dict:
+    """The encoder.json of a run folder (or beside a .safetensors file), checked for the fields a load needs."""
+    _, meta_path = _locate(path)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{meta_path}: not a readable encoder.json ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path}: not an encoder.json (expected a JSON object)")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(
+            f"{meta_path}: format_version {version!r} is not supported by dcl_core "
+            f"{dcl_core.__version__} (expected {FORMAT_VERSION})"
+        )
+    missing = [key for key in (*_REQUIRED_META, "sha256", "feature_dim") if key not in meta]
+    if missing:
+        raise UserError(f"{meta_path}: encoder.json is missing {missing}")
+    return meta
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild an exported encoder, verified against its sha256, in eval mode on `device`.
+
+    `path` is a run folder holding encoder.safetensors + encoder.json, or the .safetensors
+    file itself (its .json beside it). The module has `feature_dim`, `meta` (the json as a
+    dict) and `transform`, the evaluation preprocessing for uint8 images, so:
+
+        enc = load_encoder("run")
+        feats = enc(enc.transform(uint8_images))   # (B, 3, H, W) uint8 -> (B, feature_dim)
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load as safetensors_load
+
+    from dcl_core.augment import EvalTransform
+    from dcl_core.encoders import build_encoder
+
+    weights_path, _ = _locate(path)
+    meta = read_meta(path)
+    if not weights_path.is_file():
+        raise UserError(f"{weights_path}: weights file not found")
+    # Hash and parse the same bytes, so what is loaded is what was verified.
+    data = weights_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise UserError(
+            f"{weights_path}: sha256 does not match encoder.json: corrupt or modified file"
+        )
+    try:
+        state = safetensors_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{weights_path}: not a safetensors file ({exc})") from exc
+
+    encoder = build_encoder(meta["encoder"], bool(meta["small_stem"]))
+    try:
+        encoder.load_state_dict(_clean_state_dict(state), strict=True)
+    except RuntimeError as exc:
+        raise UserError(
+            f"{weights_path}: weights do not fit encoder {meta['encoder']!r} "
+            f"(small_stem={meta['small_stem']}): {exc}"
+        ) from exc
+
+    if isinstance(device, str):
+        from dcl_core.device import resolve_device
+
+        device = resolve_device(device)
+    encoder = encoder.to(device).eval()
+    if getattr(encoder, "feature_dim", None) != meta["feature_dim"]:
+        raise UserError(
+            f"{weights_path}: encoder.json says feature_dim {meta['feature_dim']}, "
+            f"the rebuilt {meta['encoder']!r} has {getattr(encoder, 'feature_dim', None)}"
+        )
+    transform = EvalTransform(int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"]))
+    if isinstance(transform, nn.Module):
+        transform = transform.to(device)
+    # Plain attributes, not submodules: they must not enter the encoder's state_dict.
+    object.__setattr__(encoder, "meta", meta)
+    object.__setattr__(encoder, "transform", transform)
+    return encoder

@@ -1,0 +1,36 @@
+"""How the engine talks to whoever runs it (the CLI, a worker, a test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Hooks(Protocol):
+    def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
+        """Called once before the first step (also on resume), with the run's size."""
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Called every `log_every_steps` steps and at epoch ends. `step` counts from 1."""
+
+    def should_stop(self) -> bool:
+        """Polled every few steps; True stops the run cleanly (a checkpoint is kept)."""
+
+    def on_checkpoint(self, path: Path, sha256: str) -> None:
+        """Called after a resumable checkpoint was written atomically."""
+
+
+class NullHooks:
+    """Hooks that do nothing; subclass and override what you need."""
+
+    def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
+        pass
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+    def on_checkpoint(self, path: Path, sha256: str) -> None:
+        pass

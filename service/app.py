@@ -1,0 +1,132 @@
+"""The FastAPI application: `create_app()` (uvicorn: `service.app:create_app --factory`).
+
+It validates, records and enqueues; it never imports torch or the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from dcl_core.errors import UserError
+from service.deps import FieldError
+from service.queue import make_celery
+from service.routes import datasets, health, jobs
+from service.settings import Settings, get_settings
+from service.store import JobStore
+
+log = logging.getLogger("service")
+
+JOB_TYPES = ("pretrain", "linear_probe", "embed")
+
+
+def field_path(loc: tuple | list) -> str:
+    """("body", "pretrain", "config", "batch_size") -> "config.batch_size" (no "body", no union tag)."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+        if parts and parts[0] in JOB_TYPES:
+            parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """`detail`: one line a person reads ("config.batch_size: Input should be ..."); `errors`: each problem."""
+    items = []
+    for err in errors:
+        loc = list(err.get("loc", ()))
+        items.append({"loc": loc, "field": field_path(loc), "msg": str(err.get("msg", "invalid")),
+                      "type": err.get("type", "value_error")})
+    detail = "; ".join(f"{e['field']}: {e['msg']}" for e in items) or "invalid request"
+    return {"detail": detail, "errors": items}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(list(exc.errors())), status_code=422)
+
+    @app.exception_handler(FieldError)
+    async def _field(request: Request, exc: FieldError) -> JSONResponse:
+        return JSONResponse(validation_body([{"loc": exc.loc, "msg": exc.message}]), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if exc.detail is not None else "error"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(UserError)
+    async def _user(request: Request, exc: UserError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        return JSONResponse({"detail": "client disconnected"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); the server log has the details"}, status_code=500
+        )
+
+
+class LatencyMiddleware:
+    """Records each request's time to its response's first byte, by route template."""
+
+    def __init__(self, app, histogram):
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def timed_send(message):
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                self.histogram.labels(
+                    scope["method"], getattr(route, "path", "<unmatched>"), str(message["status"])
+                ).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        datasets.clean_stale_uploads(settings.datasets_dir)
+        yield
+        app.state.store.dispose()
+
+    app = FastAPI(
+        title="dcl-service",
+        version="0.1.0",
+        description="Self-supervised contrastive pretraining (DCL, DCLW, SimCLR) as a service: upload "
+        "images, submit a job, follow it, download the encoder.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = JobStore(settings.database_url)
+    app.state.celery = make_celery(settings)
+    app.state.key_owners = settings.api_key_hashes()
+    app.state.registry, latency = health.make_registry(app.state)
+    install_error_handlers(app)
+    app.add_middleware(LatencyMiddleware, histogram=latency)
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    return app

@@ -1,0 +1,288 @@
+"""`dcl serve`, and the client commands `dcl upload/submit/status/wait/download/jobs/cancel`.
+
+Registered through the `dcl.commands` entry-point group; imports nothing heavy until a
+command runs (so `dcl train` does not pay for FastAPI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+JOB_TYPES = ("pretrain", "linear_probe", "embed")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="run the HTTP API (and, embedded, a worker)")
+    p.add_argument("--host", default=None, help="bind address (default DCL_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default DCL_PORT, 8000)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--embedded", dest="embedded", action="store_true", default=None,
+                       help="also run one worker in a subprocess (default with the SQLite broker)")
+    group.add_argument("--no-embedded", dest="embedded", action="store_false",
+                       help="API only (workers run elsewhere: `dcl worker`)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level")
+    p.set_defaults(func=cmd_serve)
+
+    def client_parser(name: str, help: str) -> argparse.ArgumentParser:
+        sp = subparsers.add_parser(name, help=help)
+        sp.add_argument("--url", default=None, help="the service (default DCL_URL, http://127.0.0.1:8000)")
+        sp.add_argument("--key", default=None, help="API key (default DCL_API_KEY)")
+        return sp
+
+    p = client_parser("upload", "upload a dataset (.zip/.tar/.tar.gz of images, or .npz); prints its id")
+    p.add_argument("file")
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=cmd_upload)
+
+    p = client_parser("submit", "submit a job from a JSON/YAML file; prints the job id")
+    p.add_argument("config", help="a job ({\"type\": ..., ...}) or a bare TrainConfig (then --type pretrain)")
+    p.add_argument("--type", choices=JOB_TYPES, default="pretrain", help="job type when the file has none")
+    p.add_argument("--wait", action="store_true", help="then follow it like `dcl wait`")
+    p.set_defaults(func=cmd_submit)
+
+    p = client_parser("status", "show a job")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="the full job as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = client_parser("wait", "follow a job's progress until it ends (exit 0 if it succeeded)")
+    p.add_argument("job_id")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_wait)
+
+    p = client_parser("download", "download a job's artifacts (checked against their sha256)")
+    p.add_argument("job_id")
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--name", action="append", default=None, help="only this artifact (repeatable)")
+    p.set_defaults(func=cmd_download)
+
+    p = client_parser("jobs", "list your jobs")
+    p.add_argument("--status", default=None)
+    p.add_argument("--type", default=None, choices=JOB_TYPES)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs)
+
+    p = client_parser("cancel", "cancel a job")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_cancel)
+
+
+# ---- serve ------------------------------------------------------------------------------
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from dcl_core.errors import UserError
+    from service.settings import get_settings, is_loopback
+
+    settings = get_settings()
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    if not settings.auth_enabled and not is_loopback(host):
+        raise UserError(f"refusing to listen on {host} without API keys: anyone who can reach it could use it. "
+                        "Set DCL_API_KEYS (or DCL_API_KEYS_FILE), or listen on 127.0.0.1")
+    embedded = settings.embedded_broker if args.embedded is None else args.embedded
+    settings.ensure_dirs()
+    worker = start_embedded_worker() if embedded else None
+    try:
+        print(f"dcl: API on http://{host}:{port} (docs: /docs); data in {settings.data_dir}"
+              + ("; embedded worker running" if worker else ""), file=sys.stderr, flush=True)
+        # Open event streams must not hold a shutdown up: they are cut after a few seconds
+        # and clients reconnect (Last-Event-ID) to the next server.
+        uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_level=args.log_level,
+                    timeout_graceful_shutdown=5)
+    finally:
+        if worker is not None:
+            stop_embedded_worker(worker)
+    return 0
+
+
+def start_embedded_worker() -> subprocess.Popen:
+    """`python -m worker` in its own process group (so stopping it stops its pool too)."""
+    proc = subprocess.Popen([sys.executable, "-m", "worker"], start_new_session=True)
+
+    def watch() -> None:
+        code = proc.wait()
+        if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+            print(f"dcl: the embedded worker exited with {code}; jobs stay queued until a worker runs "
+                  "(`dcl worker`)", file=sys.stderr, flush=True)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return proc
+
+
+def stop_embedded_worker(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """TERM to the worker (Celery's warm shutdown), then KILL its whole group (the pool too)
+    after `grace_s`: a job cut off is sent again and resumes from its last checkpoint."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (a pool child)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+# ---- client commands --------------------------------------------------------------------
+
+
+def _client(args):
+    from service.client import Client
+
+    return Client(args.url, args.key)
+
+
+def job_body(data: dict, job_type: str) -> dict:
+    """A file holding a whole job request is sent as it is; a bare config is wrapped."""
+    if "type" in data:
+        return data
+    if job_type == "pretrain":
+        return {"type": "pretrain", "config": data}
+    return {"type": job_type, **data}
+
+
+def cmd_upload(args) -> int:
+    from dcl_core.errors import UserError
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UserError(f"{path} is not a file")
+    with _client(args) as client:
+        dataset = client.upload(path, args.name)
+    summary = dataset["summary"]
+    print(dataset["id"])
+    print(f"{summary.get('num_images')} images, classes: {summary.get('classes')}", file=sys.stderr)
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from dcl_core.cli import read_config_file
+
+    body = job_body(read_config_file(args.config), args.type)
+    with _client(args) as client:
+        job = client.submit(body)
+        print(job["id"], flush=True)
+        if args.wait:
+            return follow(client, job["id"], quiet=False)
+    return 0
+
+
+def cmd_status(args) -> int:
+    with _client(args) as client:
+        job = client.job(args.job_id)
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return 0
+    print(describe(job))
+    return 0
+
+
+def describe(job: dict) -> str:
+    p = job["progress"]
+    parts = [f"{job['id']}  {job['type']}  {job['status']}"]
+    if p.get("total_steps"):
+        parts.append(f"step {p['step']}/{p['total_steps']} ({100 * (p.get('fraction') or 0):.0f}%)")
+    if p.get("epoch") is not None:
+        parts.append(f"epoch {p['epoch']:.2f}")
+    if p.get("eta_s") is not None and job["status"] == "running":
+        parts.append(f"eta {int(p['eta_s'])}s")
+    metrics = job.get("latest_metrics") or {}
+    if metrics.get("loss") is not None:
+        parts.append(f"loss {metrics['loss']:.4f}")
+    if job.get("attempts", 0) > 1:
+        parts.append(f"attempts {job['attempts']}")
+    line = "  ".join(parts)
+    if job.get("error"):
+        line += f"\nerror: {job['error']}"
+    if job.get("result"):
+        line += "\nresult: " + json.dumps(job["result"])[:2000]
+    return line
+
+
+def follow(client, job_id: str, quiet: bool) -> int:
+    """Follows the event stream with a one-line progress bar; 0 if the job succeeded."""
+    from tqdm import tqdm
+
+    bar = None
+    final = None
+    try:
+        for event in client.events(job_id):
+            if event.event == "status" and isinstance(event.data, dict):
+                total = event.data["progress"].get("total_steps")
+                if bar is None and total and not quiet:
+                    bar = tqdm(total=total, desc=job_id, unit="step", dynamic_ncols=True, file=sys.stderr)
+                if bar is not None:
+                    bar.n = min(event.data["progress"]["step"], bar.total)
+                    bar.set_postfix_str(event.data["status"], refresh=True)
+            elif event.event == "metrics" and isinstance(event.data, dict) and bar is not None:
+                bar.n = min(int(event.data.get("step", bar.n)), bar.total)
+                loss = event.data.get("loss")
+                bar.set_postfix_str(f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "", refresh=True)
+            elif event.event == "end":
+                final = event.data
+    finally:
+        if bar is not None:
+            bar.close()
+    if not isinstance(final, dict) or "status" not in final:
+        print(f"{job_id}: {final}", file=sys.stderr)
+        return 1
+    print(describe(final))
+    return 0 if final["status"] == "succeeded" else 1
+
+
+def cmd_wait(args) -> int:
+    with _client(args) as client:
+        return follow(client, args.job_id, args.quiet)
+
+
+def cmd_download(args) -> int:
+    from dcl_core.errors import UserError
+
+    out = Path(args.out)
+    with _client(args) as client:
+        artifacts = client.artifacts(args.job_id)
+        if args.name:
+            missing = set(args.name) - {a["name"] for a in artifacts}
+            if missing:
+                raise UserError(f"job {args.job_id} has no artifact(s) {sorted(missing)}; it has "
+                                f"{[a['name'] for a in artifacts]}")
+            artifacts = [a for a in artifacts if a["name"] in args.name]
+        if not artifacts:
+            raise UserError(f"job {args.job_id} has no artifacts (yet)")
+        for artifact in artifacts:
+            path = client.download(args.job_id, artifact, out)
+            print(f"{path}  {artifact['size']} bytes  sha256 {artifact['sha256']}")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    with _client(args) as client:
+        page = client.jobs(status=args.status, type=args.type, limit=args.limit)
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    for job in page["items"]:
+        print(describe(job).splitlines()[0] + f"  created {job['created_at']}")
+    print(f"{len(page['items'])} of {page['total']} job(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    with _client(args) as client:
+        job = client.cancel(args.job_id)
+    print(f"{job['id']}: {job['status']}" + (" (stopping at its next step)" if job["cancel_requested"]
+                                             and job["status"] == "running" else ""))
+    return 0

@@ -1,0 +1,95 @@
+"""Dependencies the routes share: the store, the settings, who is asking, what they own."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.settings import Settings, hash_key
+from service.store import JobStore
+
+LOCAL_OWNER = "local"
+"""The owner of everything while auth is off (no API keys: the embedded, loopback-only mode)."""
+
+
+def get_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+StoreDep = Annotated[JobStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer API_KEY")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
+
+
+def current_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+) -> str:
+    """The owner name of the caller's API key; "local" when auth is off. 401 without a valid key."""
+    owners: dict[str, str] = request.app.state.key_owners
+    if not owners:
+        return LOCAL_OWNER
+    key = bearer.credentials if bearer is not None else api_key
+    if not key:
+        raise HTTPException(
+            401, "missing API key: send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    owner = owners.get(hash_key(key))
+    if owner is None:
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return owner
+
+
+CurrentKey = Annotated[str, Depends(current_key)]
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="A job id (job_...).")]
+DatasetId = Annotated[str, Path(min_length=1, max_length=64, description="A dataset id (ds_...).")]
+
+
+def owned_job(job_id: JobId, owner: CurrentKey, store: StoreDep) -> dict:
+    """The job, if it exists and belongs to the caller; 404 otherwise (no existence leak)."""
+    job = store.get_job(job_id, owner)
+    if job is None:
+        raise HTTPException(404, f"job {job_id} not found")
+    return job
+
+
+def owned_dataset(dataset_id: DatasetId, owner: CurrentKey, store: StoreDep) -> dict:
+    dataset = store.get_dataset(dataset_id, owner)
+    if dataset is None:
+        raise HTTPException(404, f"dataset {dataset_id} not found")
+    return dataset
+
+
+OwnedJob = Annotated[dict, Depends(owned_job)]
+OwnedDataset = Annotated[dict, Depends(owned_dataset)]
+
+
+class FieldError(Exception):
+    """A request field that is well-formed but unusable here (a local path, an unknown dataset):
+    answered 422 in the same shape as a validation error."""
+
+    def __init__(self, loc: list[str | int], message: str):
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+def too_many(message: str, retry_after_s: int = 60) -> HTTPException:
+    return HTTPException(429, message, headers={"Retry-After": str(retry_after_s)})

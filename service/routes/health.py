@@ -1,0 +1,117 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from starlette.concurrency import run_in_threadpool
+
+from service.queue import broker_ping, queue_depths
+
+router = APIRouter(tags=["health"])
+
+CHECK_TIMEOUT_S = 5.0
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+async def _check(fn, *args) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        value = await asyncio.wait_for(run_in_threadpool(fn, *args), CHECK_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported with its reason
+        reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+        return {"ok": False, "error": reason[:500]}
+    out: dict[str, Any] = {"ok": True, "latency_ms": round(1000 * (time.perf_counter() - started), 1)}
+    if isinstance(value, list):
+        out["items"] = value
+    return out
+
+
+@router.get("/readyz", responses={503: {"description": "Database or broker unreachable"}})
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when the job store and the broker answer; also lists the workers seen lately."""
+    state = request.app.state
+    database, broker, workers = await asyncio.gather(
+        _check(state.store.ping),
+        _check(broker_ping, state.celery),
+        _check(state.store.workers_seen, state.settings.worker_seen_seconds),
+    )
+    seen = [{"name": w["name"], "seen_at": w["seen_at"].isoformat(), "info": w["info"]}
+            for w in workers.pop("items", [])]
+    ready = database["ok"] and broker["ok"]
+    body = {
+        "status": "ready" if ready else "not ready",
+        "database": database,
+        "broker": broker,
+        "workers": {"count": len(seen), "seen_within_s": state.settings.worker_seen_seconds, "items": seen},
+    }
+    if not ready:
+        body["detail"] = "not ready: " + ", ".join(k for k in ("database", "broker") if not body[k]["ok"]) + " unreachable"
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+class StoreCollector:
+    """Job counts, queue depths, workers and job durations, read at scrape time."""
+
+    def __init__(self, app_state):
+        self.state = app_state
+
+    def collect(self):
+        store, settings = self.state.store, self.state.settings
+        jobs = GaugeMetricFamily("dcl_jobs", "Jobs by status", labels=["status"])
+        for status, n in store.count_jobs_by_status().items():
+            jobs.add_metric([status], n)
+        yield jobs
+        queues = [settings.gpu_queue, settings.cpu_queue]
+        up = GaugeMetricFamily("dcl_broker_up", "1 when the broker answered this scrape")
+        depth = GaugeMetricFamily("dcl_queue_depth", "Messages waiting in a queue", labels=["queue"])
+        try:
+            for name, n in queue_depths(self.state.celery, queues).items():
+                depth.add_metric([name], n)
+            up.add_metric([], 1)
+        except Exception:  # noqa: BLE001 - an unreachable broker is a value, not an error
+            up.add_metric([], 0)
+        yield up
+        yield depth
+        workers = GaugeMetricFamily("dcl_workers_seen", "Workers seen within worker_seen_seconds")
+        workers.add_metric([], len(store.workers_seen(settings.worker_seen_seconds)))
+        yield workers
+        durations = HistogramMetricFamily("dcl_job_duration_seconds", "Run time of finished jobs",
+                                          labels=["type", "status"])
+        grouped: dict[tuple[str, str], list[float]] = {}
+        for type_, status, seconds in store.job_durations():
+            grouped.setdefault((type_, status), []).append(seconds)
+        for (type_, status), values in sorted(grouped.items()):
+            buckets = [(str(b), sum(v <= b for v in values)) for b in DURATION_BUCKETS]
+            buckets.append(("+Inf", len(values)))
+            durations.add_metric([type_, status], buckets, sum(values))
+        yield durations
+
+
+def make_registry(app_state) -> tuple[CollectorRegistry, Histogram]:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(app_state))
+    latency = Histogram(
+        "dcl_http_request_duration_seconds", "Time to the response's first byte",
+        ["method", "route", "status"], registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+    return registry, latency
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus exposition: jobs by status, queue depth, workers, job durations, request latency."""
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

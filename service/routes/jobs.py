@@ -1,0 +1,276 @@
+"""/v1/jobs: submit, list, read, follow (metrics, Server-Sent Events), cancel, artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Iterator
+
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from dcl_core.config import DatasetSpec, JobSpec
+from service.deps import CeleryDep, CurrentKey, FieldError, OwnedJob, SettingsDep, StoreDep, too_many
+from service.queue import enqueue, queue_for
+from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
+from service.store import TERMINAL, JobStore
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def invalid(field: str, message: str) -> FieldError:
+    return FieldError(["body", *field.split(".")], message)
+
+
+def dataset_fields(model: BaseModel, path: str = "") -> Iterator[tuple[str, DatasetSpec]]:
+    """Every DatasetSpec inside a job request, with its field path (`config.dataset`)."""
+    if isinstance(model, DatasetSpec):
+        yield path, model
+        return
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from dataset_fields(value, f"{path}.{name}" if path else name)
+
+
+def check_sources(spec: BaseModel, owner: str, store: JobStore, allow_download: bool) -> None:
+    for path, dataset in dataset_fields(spec):
+        where = f"{path}.source"
+        if dataset.kind == "path":
+            raise invalid(where, f"{dataset.source!r} is a local path, which the service cannot read; "
+                                 "upload it with POST /v1/datasets and name it as dataset:ID")
+        if dataset.kind == "dataset":
+            dataset_id = dataset.source.partition(":")[2]
+            if store.get_dataset(dataset_id, owner) is None:
+                raise invalid(where, f"dataset {dataset_id} not found; upload it with POST /v1/datasets")
+        if dataset.kind == "torchvision" and dataset.download and not allow_download:
+            raise invalid(f"{path}.download", "this server does not download datasets (DCL_ALLOW_DOWNLOAD is off); "
+                                              "upload the data with POST /v1/datasets instead")
+
+
+def non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinity in a dumped request (JSON cannot carry them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "body"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = non_finite(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
+    encoder_job = getattr(spec, "encoder_job", None)
+    if encoder_job is None:
+        return
+    job = store.get_job(encoder_job, owner)
+    if job is None:
+        raise HTTPException(404, f"encoder_job {encoder_job} not found")
+    if job["type"] != "pretrain":
+        raise HTTPException(409, f"encoder_job {encoder_job} is a {job['type']} job; name a pretrain job")
+    if job["status"] != "succeeded":
+        raise HTTPException(409, f"encoder_job {encoder_job} is {job['status']}; "
+                                 "name a pretrain job that succeeded (wait for it to finish)")
+
+
+@router.post("", status_code=202, response_model=JobPublic,
+             responses={404: {"description": "encoder_job not found"}, 409: {"description": "encoder_job not usable"},
+                        429: {"description": "Too many active jobs"}})
+def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
+               settings: SettingsDep, celery: CeleryDep) -> JobPublic:
+    """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job)."""
+    bad = non_finite(spec.model_dump(exclude={"type"}))
+    if bad:
+        raise invalid(bad, "must be a finite number (not NaN or infinity)")
+    check_sources(spec, owner, store, settings.allow_download)
+    check_encoder_job(spec, owner, store)
+    active = store.count_active(owner)
+    if active >= settings.max_active_jobs_per_key:
+        raise too_many(f"this key has {active} queued or running jobs, its limit; wait for one to end or cancel one")
+    stored = store.stored_bytes(owner)
+    if stored >= settings.max_stored_bytes_per_key:
+        raise too_many(f"this key stores {stored} bytes, its limit is {settings.max_stored_bytes_per_key}; "
+                       "delete datasets you no longer need", 3600)
+    body = spec.model_dump(mode="json")
+    queue = queue_for(body, settings)
+    job = store.create_job(owner, spec.type, body, queue=queue)
+    try:
+        enqueue(job["id"], queue, celery)
+    except Exception as exc:  # the job stays queued in the store; the reconciler sends it again
+        log.warning("could not enqueue %s (%s: %s); the reconciler will retry", job["id"], type(exc).__name__, exc)
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return JobPublic.from_row(job)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(owner: CurrentKey, store: StoreDep,
+              status: Annotated[JobStatus | None, Query()] = None,
+              type: Annotated[JobType | None, Query()] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0)] = 0) -> JobsPublic:
+    items, total = store.list_jobs(owner, status=status, type=type, limit=limit, offset=offset)
+    return JobsPublic(items=[JobPublic.from_row(r) for r in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(job: OwnedJob) -> JobPublic:
+    return JobPublic.from_row(job)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+def get_metrics(job: OwnedJob, store: StoreDep,
+                since: Annotated[int, Query(ge=0, description="Only rows with step > since.")] = 0,
+                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricsPublic:
+    rows = store.metrics(job["id"], since_step=since, limit=limit)
+    return MetricsPublic(job_id=job["id"], items=rows, next_since=rows[-1]["step"] if rows else since)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses={409: {"description": "Already finished"}})
+def cancel_job(job: OwnedJob, owner: CurrentKey, store: StoreDep) -> JobPublic:
+    """A queued job is cancelled at once; a running one stops at its next step (its last checkpoint is kept)."""
+    if job["status"] in TERMINAL:
+        raise HTTPException(409, f"job {job['id']} already {job['status']}")
+    return JobPublic.from_row(store.cancel(job["id"], owner) or job)
+
+
+# ---- Server-Sent Events ---------------------------------------------------------------
+
+
+def sse(event: str, data: Any, id: int | None = None) -> str:
+    lines = [f"id: {id}"] if id is not None else []
+    lines += [f"event: {event}", "data: " + json.dumps(data, separators=(",", ":"), default=str)]
+    return "\n".join(lines) + "\n\n"
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "`metrics` events (id: step), `status` events, a final `end` event"}})
+async def job_events(
+    job: OwnedJob, request: Request, store: StoreDep, settings: SettingsDep,
+    since: Annotated[int, Query(ge=0, description="Start after this step (Last-Event-ID wins).")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """A live stream until the job ends: `metrics` rows with `id: STEP` (reconnect with
+    Last-Event-ID to resume), `status` when the job changes, and `end` with the final job.
+    A stream also ends, without `end`, after DCL_SSE_MAX_STREAM_SECONDS: reconnect to go on."""
+    cursor = since
+    if last_event_id and last_event_id.strip().isdigit():
+        cursor = int(last_event_id.strip())
+    return StreamingResponse(
+        _events(job["id"], cursor, request, store, settings.sse_poll_seconds, settings.sse_keepalive_seconds,
+                settings.sse_max_stream_seconds),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(job_id: str, cursor: int, request: Request, store: JobStore,
+                  poll_s: float, keepalive_s: float, max_s: float) -> AsyncIterator[str]:
+    yield "retry: 2000\n\n"
+    last_state = None
+    last_sent = started = time.monotonic()
+    while time.monotonic() - started < max_s:  # then the client reconnects (Last-Event-ID)
+        job = await run_in_threadpool(store.get_job, job_id)
+        rows = await run_in_threadpool(store.metrics, job_id, cursor, 1000)
+        if job is None:  # deleted underneath us
+            yield sse("end", {"detail": f"job {job_id} not found"})
+            return
+        for row in rows:
+            cursor = row["step"]
+            yield sse("metrics", row, id=cursor)
+        public = JobPublic.from_row(job).model_dump(mode="json")
+        state = (job["status"], job["step"], job["epoch"], job["attempts"], job["worker"],
+                 job["cancel_requested"], job["error"])
+        if state != last_state:
+            last_state = state
+            yield sse("status", public)
+            last_sent = time.monotonic()
+        elif rows:
+            last_sent = time.monotonic()
+        if job["status"] in TERMINAL and len(rows) < 1000:
+            yield sse("end", public)
+            return
+        if time.monotonic() - last_sent >= keepalive_s:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(poll_s)
+
+
+# ---- artifacts ------------------------------------------------------------------------
+
+
+def artifact_url(job_id: str, name: str) -> str:
+    return f"/v1/jobs/{job_id}/artifacts/{name}"
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactsPublic)
+def list_artifacts(job: OwnedJob, store: StoreDep) -> ArtifactsPublic:
+    items = [ArtifactPublic(**a, url=artifact_url(job["id"], a["name"])) for a in store.artifacts(job["id"])]
+    return ArtifactsPublic(job_id=job["id"], items=items)
+
+
+_verified: dict[tuple, str] = {}
+"""(path, inode, size, mtime_ns) -> sha256 of files already hashed (cleared when it grows)."""
+
+
+def file_sha256(path: Path, stat: os.stat_result) -> str:
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    digest = _verified.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        digest = h.hexdigest()
+        if len(_verified) > 4096:
+            _verified.clear()
+        _verified[key] = digest
+    return digest
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}},
+                       206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
+                       404: {"description": "No such artifact"},
+                       409: {"description": "The stored file does not match its recorded sha256"}})
+def download_artifact(job: OwnedJob, name: str, store: StoreDep, settings: SettingsDep,
+                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The file, with its sha256 as `Repr-Digest` (RFC 9530) and as the ETag; Range requests work.
+    The file is checked against its recorded sha256 before it is served."""
+    artifact = store.get_artifact(job["id"], name)
+    if artifact is None:
+        raise HTTPException(404, f"job {job['id']} has no artifact {name!r}")
+    folder = (Path(settings.artifacts_dir) / job["id"]).resolve()
+    path = (folder / artifact["name"]).resolve()
+    if path.parent != folder and folder not in path.parents:
+        raise HTTPException(404, f"job {job['id']} has no artifact {name!r}")
+    try:
+        stat = path.stat()
+    except OSError:
+        raise HTTPException(409, f"artifact {name!r} of job {job['id']} is missing from the artifact store; "
+                                 "it cannot be served") from None
+    if stat.st_size != artifact["size"] or file_sha256(path, stat) != artifact["sha256"]:
+        log.error("artifact %s of %s does not match its recorded sha256", name, job["id"])
+        raise HTTPException(409, f"artifact {name!r} of job {job['id']} does not match its recorded sha256 "
+                                 "(damaged or being rewritten); it is not served")
+    etag = f'"{artifact["sha256"]}"'
+    digest = base64.b64encode(bytes.fromhex(artifact["sha256"])).decode()
+    headers = {"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:", "Cache-Control": "private, no-cache"}
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, filename=artifact["name"], headers=headers, stat_result=stat,
+                        media_type="application/octet-stream" if not name.endswith(".json") else "application/json")

@@ -1,0 +1,132 @@
+"""The service's and the worker's configuration: one place, `DCL_` environment variables.
+
+Paths left unset are derived from `data_dir` (so `DCL_DATA_DIR=/srv/dcl` moves everything),
+and the embedded default needs no server at all: a SQLite job store and a SQLite-backed
+Celery broker under `data_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GiB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DCL_", extra="ignore")
+
+    # Where things live.
+    data_dir: Path = Field(default=Path("./dcl-data"), description="Root of everything the service stores.")
+    database_url: str = Field(default="", description="Job store; default sqlite:///{data_dir}/dcl.db.")
+    broker_url: str = Field(default="", description="Celery broker; default sqla+sqlite:///{data_dir}/broker.db.")
+    artifacts_dir: Path | None = Field(default=None, description="Default {data_dir}/artifacts (share it between API and workers).")
+    datasets_dir: Path | None = Field(default=None, description="Default {data_dir}/datasets (share it between API and workers).")
+    torchvision_root: Path | None = Field(default=None, description="Default {data_dir}/torchvision.")
+    cache_dir: Path | None = Field(default=None, description="Default {data_dir}/cache.")
+    allow_download: bool = Field(default=False, description="Let jobs download torchvision datasets.")
+
+    # The API.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated API keys; empty: auth off (loopback only)."
+    )
+    api_keys_file: Path | None = Field(default=None, description="A file with one API key a line (# comments).")
+    max_upload_bytes: int = Field(default=2 * GiB, ge=1, description="Largest dataset upload, enforced while streaming.")
+    max_dataset_files: int = Field(default=200_000, ge=1, description="Most files one uploaded archive may hold.")
+    max_extracted_bytes: int = Field(default=8 * GiB, ge=1, description="Most bytes one archive may extract to.")
+    max_compression_ratio: float = Field(default=200.0, gt=1, description="Zip-bomb guard: extracted/compressed.")
+    max_active_jobs_per_key: int = Field(default=8, ge=1, description="Queued + running jobs one key may have.")
+    max_stored_bytes_per_key: int = Field(default=50 * GiB, ge=1, description="Datasets + artifacts one key may store.")
+    sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream polls the job store.")
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0, description="Comment line sent on an idle event stream.")
+    sse_max_stream_seconds: float = Field(
+        default=600.0, gt=0, description="An event stream ends after this long; clients reconnect with Last-Event-ID."
+    )
+
+    # Jobs and workers.
+    gpu_queue: str = "gpu"
+    cpu_queue: str = "cpu"
+    lease_seconds: float = Field(default=60.0, gt=0, description="A claimed job's lease; renewed by heartbeats.")
+    heartbeat_seconds: float = Field(default=10.0, gt=0, description="How often a worker renews its lease.")
+    requeue_after_seconds: float = Field(
+        default=300.0, gt=0, description="A queued job not started this long after its message is sent again."
+    )
+    max_job_runtime_s: float | None = Field(default=None, gt=0, description="Server cap on one job's run time.")
+    worker_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz counts workers seen this recently.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"API keys file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> "Settings":
+        data = self.data_dir
+        self.artifacts_dir = self.artifacts_dir or data / "artifacts"
+        self.datasets_dir = self.datasets_dir or data / "datasets"
+        self.torchvision_root = self.torchvision_root or data / "torchvision"
+        self.cache_dir = self.cache_dir or data / "cache"
+        self.database_url = self.database_url or f"sqlite:///{data.resolve()}/dcl.db"
+        self.broker_url = self.broker_url or f"sqla+sqlite:///{data.resolve()}/broker.db"
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True for the zero set-up default: a SQLite-backed broker that only local processes can use."""
+        return self.broker_url.startswith("sqla+sqlite")
+
+    def all_api_keys(self) -> list[str]:
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(line)
+        return keys
+
+    def api_key_hashes(self) -> dict[str, str]:
+        """sha256(key) -> owner name. The owner is a short prefix of the hash, never the key itself."""
+        return {hash_key(key): "key_" + hash_key(key)[:12] for key in self.all_api_keys()}
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.all_api_keys())
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.artifacts_dir, self.datasets_dir, self.cache_dir):
+            Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

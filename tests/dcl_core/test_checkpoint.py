@@ -1,0 +1,49 @@
+import hashlib
+
+import pytest
+import torch
+
+from dcl_core.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from dcl_core.errors import UserError
+
+
+def test_checkpoint_round_trips_tensors_and_reports_its_sha256(tmp_path):
+    path = tmp_path / "ck" / "last.pt"
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "step": 7, "config": "{}"}
+    sha = save_checkpoint(path, state)
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 7 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+
+
+def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def broken(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, broken)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_arbitrary_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Payload()}, path)
+    with pytest.raises(UserError, match="unreadable"):
+        load_checkpoint(path)
+
+
+def test_torn_file_gives_a_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(UserError, match="delete it"):
+        load_checkpoint(path)

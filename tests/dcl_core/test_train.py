@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dcl_core.config import TrainConfig
+from dcl_core.errors import UserError
+from dcl_core.hooks import NullHooks
+from dcl_core.train import fit
+
+
+def tiny(**overrides) -> TrainConfig:
+    base = dict(
+        method="dcl", encoder="convnet_small", dataset={"source": "builtin:digits", "max_images": 256},
+        batch_size=32, epochs=2, projection_hidden_dim=64, projection_dim=32, log_every_steps=2,
+        checkpoint_every_steps=3, seed=3, device="cpu",
+    )
+    return TrainConfig.model_validate({**base, **overrides})
+
+
+class Recorder(NullHooks):
+    def __init__(self, stop_at=None):
+        self.steps, self.metrics, self.checkpoints, self.stop_at, self.start = [], [], [], stop_at, None
+        self.last_step = 0
+
+    def on_start(self, total_steps, info):
+        self.start = (total_steps, info)
+
+    def on_step(self, step, metrics):
+        self.steps.append(step)
+        self.metrics.append(metrics)
+        self.last_step = step
+
+    def should_stop(self):
+        self.calls = getattr(self, "calls", 0) + 1
+        return self.stop_at is not None and self.calls >= self.stop_at
+
+    def on_checkpoint(self, path, sha256):
+        self.checkpoints.append((path, sha256))
+
+
+def _weights(run_dir):
+    return load_file(run_dir / "encoder.safetensors")
+
+
+@pytest.mark.parametrize("method", ["dcl", "dclw", "simclr"])
+def test_fit_trains_and_exports_an_encoder(tmp_path, method):
+    hooks = Recorder()
+    result = fit(tiny(method=method), tmp_path, hooks)
+    assert result.steps == result.total_steps == 16 and not result.stopped
+    assert hooks.start[0] == 16 and hooks.start[1]["steps_per_epoch"] == 8
+    assert hooks.steps == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in hooks.metrics)
+    assert {"loss", "lr", "views_per_s", "epoch"} <= set(hooks.metrics[-1])
+    assert "epoch_time_s" in hooks.metrics[3]
+    meta = json.loads((tmp_path / "encoder.json").read_text())
+    assert meta["encoder"] == "convnet_small" and meta["config"]["method"] == method
+    assert meta["sha256"] == result.encoder_sha256
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == hooks.steps
+    assert hooks.checkpoints and (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_training_changes_the_encoder_and_lowers_the_loss(tmp_path):
+    hooks = Recorder()
+    fit(tiny(epochs=6, dataset={"source": "builtin:digits", "max_images": 512}, batch_size=64, log_every_steps=8), tmp_path, hooks)
+    losses = [m["loss"] for m in hooks.metrics]
+    assert losses[-1] < losses[0]
+
+
+def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    full = tmp_path / "full"
+    fit(tiny(), full)
+
+    part = tmp_path / "part"
+    stopped = fit(tiny(), part, Recorder(stop_at=5))
+    assert stopped.stopped and stopped.steps == 5
+    assert not (part / "encoder.safetensors").exists()
+    resumed_hooks = Recorder()
+    resumed = fit(tiny(), part, resumed_hooks)
+    assert resumed.steps == 16 and resumed_hooks.start[1]["start_step"] == 5
+
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = [json.loads(line)["step"] for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert rows == sorted(set(rows)) and rows[-1] == 16
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path):
+    fit(tiny(), tmp_path, Recorder(stop_at=2))
+    with pytest.raises(UserError, match="different config"):
+        fit(tiny(temperature=0.5), tmp_path)
+
+
+def test_a_diverging_run_fails_with_the_step_and_a_hint(tmp_path, monkeypatch):
+    import dcl_core.train as train
+
+    class NanLoss(torch.nn.Module):
+        def forward(self, z0, z1):
+            return (z0 * z1).sum() * float("nan")
+
+    monkeypatch.setattr(train, "build_loss", lambda config: NanLoss())
+    with pytest.raises(UserError, match=r"diverged.*Lower lr"):
+        fit(tiny(), tmp_path)
+    assert not (tmp_path / "encoder.safetensors").exists()
+
+
+def test_a_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="fewer than batch_size"):
+        fit(tiny(batch_size=512), tmp_path)
+
+
+def test_max_runtime_ends_the_run_with_that_reason(tmp_path):
+    with pytest.raises(UserError, match="max_runtime_s"):
+        fit(tiny(max_runtime_s=1e-6), tmp_path)
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_knn_monitor_reports_accuracy_at_epoch_ends(tmp_path):
+    monitor = {"train": {"source": "builtin:digits", "max_images": 300}, "test": {"source": "builtin:digits", "split": "test", "max_images": 100}, "k": 20}
+    hooks = Recorder()
+    fit(tiny(knn_monitor=monitor), tmp_path, hooks)
+    accs = [m["knn_acc"] for m in hooks.metrics if "knn_acc" in m]
+    assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
+    assert accs[-1] > 0.2  # ten classes: chance is 0.1

@@ -1,0 +1,158 @@
+"""`dcl serve` and the client commands, against a real API over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from dcl_core.cli import main
+from tests.fixtures.servers import REPO_ROOT, dcl_env, free_port, stop_process, wait_for_port
+from tests.service.conftest import ALICE, BOB, image_zip
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def dcl(api, capsys):
+    """Runs `dcl ARGS --url API --key ALICE` in this process; returns (exit code, stdout, stderr)."""
+
+    def run(*args, key=ALICE):
+        code = main([*args, "--url", api.url, "--key", key])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_submit_prints_the_job_id_and_status_shows_it(dcl, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"encoder": "convnet_small", "epochs": 1, "batch_size": 8}))
+    code, out, _ = dcl("submit", str(config))
+    job_id = out.strip()
+    assert code == 0 and job_id.startswith("job_")
+    code, out, _ = dcl("status", job_id)
+    assert code == 0 and f"{job_id}  pretrain  queued" in out
+    code, out, _ = dcl("status", job_id, "--json")
+    assert json.loads(out)["spec"]["config"]["encoder"] == "convnet_small"
+    code, out, _ = dcl("jobs", "--status", "queued")
+    assert code == 0 and job_id in out
+    code, out, _ = dcl("cancel", job_id)
+    assert code == 0 and "cancelled" in out
+
+
+def test_submit_reports_the_services_validation_error(dcl, tmp_path):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"type": "pretrain", "config": {"batch_size": 1}}))
+    code, _, err = dcl("submit", str(config))
+    assert code == 2 and "422" in err and "config.batch_size" in err
+
+
+def test_other_keys_job_is_not_found_from_the_cli(dcl, alice):
+    job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
+    code, _, err = dcl("status", job_id, key=BOB)
+    assert code == 2 and "404" in err and "not found" in err
+
+
+def test_upload_prints_the_dataset_id(dcl, tmp_path):
+    code, out, err = dcl("upload", str(image_zip(tmp_path / "pets.zip")))
+    assert code == 0 and out.strip().startswith("ds_") and "6 images" in err
+
+
+def test_wait_follows_the_job_to_its_end(dcl, alice, api_store):
+    job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
+
+    def play_worker():
+        time.sleep(0.3)
+        api_store.claim(job_id, "w1", 60)
+        for step in (5, 10):
+            api_store.report(job_id, "w1", step, 10, step / 10, [{"step": step, "loss": -step / 5}])
+            time.sleep(0.1)
+        api_store.finish(job_id, "w1", {"loss": -2.0})
+
+    threading.Thread(target=play_worker).start()
+    code, out, err = dcl("wait", job_id)
+    assert code == 0 and f"{job_id}  pretrain  succeeded" in out
+    assert "10/10" in err  # the progress bar reached the end
+
+
+def test_wait_exits_1_when_the_job_failed(dcl, alice, api_store):
+    job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
+    api_store.claim(job_id, "w1", 60)
+    api_store.fail(job_id, "w1", "loss became NaN at step 3")
+    code, out, _ = dcl("wait", job_id, "--quiet")
+    assert code == 1 and "NaN at step 3" in out
+
+
+def test_download_checks_sha256_and_resumes_a_partial_file(dcl, alice, api, api_store, tmp_path):
+    job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
+    data = os.urandom(300_000)
+    folder = api.data_dir / "artifacts" / job_id
+    folder.mkdir(parents=True)
+    (folder / "encoder.safetensors").write_bytes(data)
+    api_store.claim(job_id, "w1", 60)
+    api_store.finish(job_id, "w1", {}, [("encoder.safetensors", len(data), hashlib.sha256(data).hexdigest())])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "encoder.safetensors.part").write_bytes(data[:100_000])  # an earlier, cut download
+    code, out, _ = dcl("download", job_id, "--out", str(out_dir))
+    assert code == 0 and "encoder.safetensors" in out
+    assert (out_dir / "encoder.safetensors").read_bytes() == data
+    assert not (out_dir / "encoder.safetensors.part").exists()
+    code, _, err = dcl("download", job_id, "--out", str(out_dir), "--name", "nope.bin")
+    assert code == 2 and "nope.bin" in err
+
+
+def test_cli_says_when_the_service_is_unreachable(capsys):
+    code = main(["status", "job_x", "--url", f"http://127.0.0.1:{free_port()}"])
+    assert code == 2 and "cannot reach the service" in capsys.readouterr().err
+
+
+def _dcl(*args):
+    return [sys.executable, "-c", "import sys; from dcl_core.cli import main; sys.exit(main())", *args]
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path):
+    r = subprocess.run(_dcl("serve", "--host", "0.0.0.0", "--port", str(free_port())), cwd=REPO_ROOT,
+                       env=dcl_env(tmp_path / "data"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "DCL_API_KEYS" in r.stderr
+
+
+@pytest.mark.slow
+def test_serve_embedded_starts_a_worker_and_stops_it_on_exit(tmp_path):
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(_dcl("serve", "--port", str(port)), cwd=REPO_ROOT, env=dcl_env(tmp_path / "data"),
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, 60, proc, log)
+        deadline = time.monotonic() + 60
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            workers = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["workers"]["items"]
+            time.sleep(0.3)
+        assert workers, log.read_text()
+        pid = workers[0]["info"]["pid"]
+        os.kill(pid, 0)  # the embedded worker runs
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the embedded worker {pid} outlived `dcl serve`")
+    finally:
+        stop_process(proc)

@@ -1,0 +1,54 @@
+"""/healthz, /readyz and /metrics, with the embedded broker, a real Redis, and no broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.servers import free_port, run_api_server
+
+pytestmark = pytest.mark.integration
+
+
+def test_healthz_readyz_and_metrics(alice, api, api_store):
+    with api.client() as anonymous:  # no key needed
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        ready = anonymous.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["status"] == "ready" and body["database"]["ok"] and body["broker"]["ok"]
+        api_store.worker_seen("gpu0@box", {"queues": "gpu,cpu"})
+        workers = anonymous.get("/readyz").json()["workers"]
+        assert workers["count"] >= 1 and "gpu0@box" in [w["name"] for w in workers["items"]]
+
+        alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}})
+        text = anonymous.get("/metrics").text
+    assert 'dcl_jobs{status="queued"}' in text
+    assert 'dcl_queue_depth{queue="gpu"}' in text and "dcl_broker_up 1.0" in text
+    assert 'dcl_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/v1/jobs",status="202"}' in text
+    assert "dcl_workers_seen" in text
+
+
+def test_redis_broker_counts_queued_messages(tmp_path, redis_server):
+    with run_api_server(tmp_path / "data", env={"DCL_BROKER_URL": redis_server}) as server, server.client() as c:
+        assert c.get("/readyz").json()["broker"]["ok"]
+        for _ in range(3):
+            assert c.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).status_code == 202
+        cpu = c.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1, "device": "cpu"}})
+        assert cpu.status_code == 202
+        text = c.get("/metrics").text
+    assert 'dcl_queue_depth{queue="gpu"} 3.0' in text
+    assert 'dcl_queue_depth{queue="cpu"} 1.0' in text
+
+
+def test_unreachable_broker_is_not_ready_but_jobs_are_still_recorded(tmp_path):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with run_api_server(tmp_path / "data", env={"DCL_BROKER_URL": dead}) as server, server.client() as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        body = r.json()
+        assert body["database"]["ok"] and not body["broker"]["ok"] and "broker" in body["detail"]
+        assert c.get("/healthz").status_code == 200
+        # The job store is the truth: the job is kept as queued and the reconciler sends it later.
+        job = c.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}})
+        assert job.status_code == 202 and job.json()["status"] == "queued"
+        assert "dcl_broker_up 0.0" in c.get("/metrics").text

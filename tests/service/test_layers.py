@@ -1,0 +1,77 @@
+"""The API's layer: it never imports torch, the worker or dcl_core's training code, and it
+starts and takes jobs in a process where torch cannot be imported at all."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.servers import REPO_ROOT, dcl_env, run_api_server
+from tests.service.conftest import image_zip
+
+ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.archive", "dcl_core.cli"}
+"""dcl_core modules that import neither torch nor torchvision (the service may use these)."""
+
+FORBIDDEN_ROOTS = {"torch", "torchvision", "worker"}
+
+
+def imported_modules(path: Path, top_level_only: bool = False) -> list[tuple[int, str]]:
+    """Every module a file imports, at any depth (function-level imports count too), or
+    only those its import runs (`top_level_only`)."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            if node.module == "dcl_core":
+                found += [(node.lineno, f"dcl_core.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_no_service_module_imports_torch_the_worker_or_training_code():
+    files = sorted((REPO_ROOT / "service").rglob("*.py"))
+    assert files
+    bad = []
+    for path in files:
+        for line, module in imported_modules(path):
+            root = module.split(".")[0]
+            if root in FORBIDDEN_ROOTS or (root == "dcl_core" and module not in ALLOWED_DCL_CORE):
+                bad.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {module}")
+    assert bad == []
+
+
+def test_importing_the_light_dcl_core_modules_does_not_import_torch():
+    for module in ALLOWED_DCL_CORE:
+        path = REPO_ROOT / (module.replace(".", "/") + (".py" if "." in module else "/__init__.py"))
+        roots = {m.split(".")[0] for _, m in imported_modules(path, top_level_only=True)}
+        assert not roots & {"torch", "torchvision"}, module
+
+
+@pytest.mark.integration
+def test_api_starts_and_takes_jobs_with_torch_unimportable(tmp_path):
+    shim = tmp_path / "no_torch"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import sys\nfor name in ('torch', 'torchvision'):\n    sys.modules[name] = None\n"
+    )
+    pythonpath = f"{shim}:{REPO_ROOT}"
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=dcl_env(tmp_path, PYTHONPATH=pythonpath),
+                           capture_output=True, text=True)
+    assert check.returncode != 0 and "ModuleNotFoundError" in check.stderr  # the shim works
+
+    with run_api_server(tmp_path / "data", env={"PYTHONPATH": pythonpath}) as server, server.client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        r = c.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1, "encoder": "convnet_small"}})
+        assert r.status_code == 202, r.text
+        with open(image_zip(tmp_path / "pets.zip"), "rb") as f:
+            r = c.post("/v1/datasets", files={"file": ("pets.zip", f)})
+        assert r.status_code == 201, r.text
+        assert c.get("/readyz").status_code == 200
+    assert "Traceback" not in server.output()

@@ -1,0 +1,88 @@
+"""In-process worker tests: the real task body (`execute_job`), the real engine on tiny
+data, a real SQLite job store in the test's folder."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings
+from service.store import JobStore
+
+TINY_CONFIG = {
+    "encoder": "convnet_small",
+    "batch_size": 16,
+    "epochs": 1,
+    "lr": 0.05,
+    "device": "cpu",
+    "log_every_steps": 1,
+    "dataset": {"source": "builtin:digits", "image_size": 16, "max_images": 48},
+}
+"""3 steps of 16 digits at 16 px: a second or two on a CPU."""
+
+
+def long_config(**overrides) -> dict:
+    """Enough steps that a test can act while it runs (it is stopped long before the end)."""
+    return {**TINY_CONFIG, "epochs": 1000, "checkpoint_every_steps": 2, **overrides}
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    values = dict(data_dir=data_dir, lease_seconds=3.0, heartbeat_seconds=0.2, requeue_after_seconds=2.0)
+    values.update(overrides)
+    settings = Settings(**values)
+    settings.ensure_dirs()
+    return settings
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def store(settings) -> JobStore:
+    store = JobStore(settings.database_url)
+    yield store
+    store.dispose()
+
+
+def pretrain_spec(config: dict | None = None) -> dict:
+    return {"type": "pretrain", "config": config or TINY_CONFIG}
+
+
+class JobThread(threading.Thread):
+    """`execute_job` in a thread, as a pool child would run it; `.outcome` when done."""
+
+    def __init__(self, job_id: str, store, settings, worker: str = "w1"):
+        super().__init__(daemon=True)
+        self.job_id, self.store, self.settings, self.worker = job_id, store, settings, worker
+        self.outcome: str | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from worker.tasks import execute_job
+
+        try:
+            self.outcome = execute_job(self.job_id, store=self.store, settings=self.settings, worker=self.worker)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+    def result(self, timeout_s: float = 60) -> str:
+        self.join(timeout_s)
+        assert not self.is_alive(), f"job {self.job_id} still running after {timeout_s}s"
+        if self.error is not None:
+            raise self.error
+        return self.outcome  # type: ignore[return-value]
+
+
+def wait_until(predicate, timeout_s: float = 60, interval_s: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s}s")

@@ -1,0 +1,129 @@
+"""`dcl worker` / `python -m worker`: start a Celery worker for dcl jobs.
+
+    python -m worker [--gpu N] [--queues gpu,cpu] [--concurrency 1]
+
+One worker process per GPU: `--gpu N` sets CUDA_VISIBLE_DEVICES=N before anything can
+import torch (the job then sees its GPU as cuda:0). Each job runs in a fresh child process
+of the prefork pool (`worker_max_tasks_per_child=1`), so CUDA never initialises in the
+main process. The main process also runs the reconciler (see worker/reconciler.py)
+unless `--no-reconcile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpu", type=int, default=None, metavar="N",
+                        help="pin this worker to GPU N (sets CUDA_VISIBLE_DEVICES=N)")
+    parser.add_argument("--queues", default=None,
+                        help="comma-separated queues to consume (default: DCL_GPU_QUEUE,DCL_CPU_QUEUE, i.e. gpu,cpu)")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="jobs run at once by this worker (default 1: one job per GPU)")
+    parser.add_argument("--name", default=None,
+                        help="Celery node name (default dcl-gpuN-PID@HOST or dcl-PID@HOST)")
+    parser.add_argument("--loglevel", default=os.environ.get("DCL_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING, ... (default INFO, or DCL_LOG_LEVEL)")
+    parser.add_argument("--no-reconcile", action="store_true",
+                        help="do not run the reconciler in this worker (another process runs it)")
+    parser.add_argument("--no-preload", dest="preload", action="store_false",
+                        help="do not import torch in the main process (each job's child then imports it)")
+    parser.add_argument("--reconcile-interval", type=float, default=None, metavar="SECONDS",
+                        help="seconds between reconciler passes (default: from lease and requeue settings)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Run a dcl Celery worker.")
+    add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.gpu is not None:
+        if args.gpu < 0:
+            print("error: --gpu must be >= 0", file=sys.stderr)
+            return 2
+        if "torch" in sys.modules:  # too late to pin: CUDA may already have been set up
+            print("warning: torch was imported before --gpu was applied", file=sys.stderr)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    if args.concurrency < 1:
+        print("error: --concurrency must be >= 1", file=sys.stderr)
+        return 2
+
+    # `kill -USR2 PID` prints every thread's stack (the main process or a job's child).
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
+    logging.basicConfig(
+        level=getattr(logging, str(args.loglevel).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s",
+    )
+    # Imported only now: CUDA_VISIBLE_DEVICES is set before anything could load torch.
+    from service.settings import get_settings
+    from worker.app import app
+    from worker.reconciler import Reconciler
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    if args.preload:
+        # Jobs start seconds sooner: children fork with torch loaded. CUDA stays
+        # uninitialised here (only a job's child touches the GPU).
+        from worker.engine import preload
+
+        facts = preload()
+        if facts["cuda_initialized"]:
+            print("error: CUDA was initialised in the worker's main process", file=sys.stderr)
+            return 1
+        logging.getLogger("worker").info("engine preloaded (torch %s, CUDA not initialised)", facts["torch"])
+    queues = args.queues or f"{settings.gpu_queue},{settings.cpu_queue}"
+    queues = ",".join(q.strip() for q in queues.split(",") if q.strip())
+    pid, host = os.getpid(), socket.gethostname()
+    name = args.name or (f"dcl-gpu{args.gpu}-{pid}@{host}" if args.gpu is not None else f"dcl-{pid}@{host}")
+
+    # Records this worker as seen (for /readyz) and, unless --no-reconcile, re-sends lost jobs.
+    reconciler = Reconciler(
+        settings, app, interval_s=args.reconcile_interval, reconcile_jobs=not args.no_reconcile,
+        worker_info={"node": name, "queues": queues, "gpu": args.gpu, "concurrency": args.concurrency,
+                     "pid": pid},
+    ).start()
+    argv = [
+        "worker",
+        f"--hostname={name}",
+        f"--queues={queues}",
+        f"--concurrency={args.concurrency}",
+        "--pool=prefork",
+        "--max-tasks-per-child=1",
+        "--prefetch-multiplier=1",
+        f"--loglevel={args.loglevel}",
+        # No broadcast traffic: the embedded SQLite broker has no fanout, and the job
+        # store (not Celery events) says which workers are alive.
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    try:
+        app.worker_main(argv)
+    finally:
+        reconciler.stop()
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    return run(args)
+
+
+def register(subparsers) -> None:
+    """Entry point of the `dcl.commands` group: adds `dcl worker`."""
+    parser = subparsers.add_parser("worker", help="run a Celery worker that trains the service's jobs",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(func=_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))

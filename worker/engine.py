@@ -1,0 +1,142 @@
+"""What each job type runs: one function per `type`, called in the pool's child process.
+
+`RUNNERS` maps a job's `type` to a function `(spec, run_dir, env, hooks, settings) ->
+EngineOutcome`. dcl_core (and so torch) is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dcl_core.errors import UserError
+
+
+@dataclass
+class EngineOutcome:
+    """What a job produced. `stopped`: the engine returned early because
+    `hooks.should_stop()` said so (the hooks know why)."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False
+
+
+def build_data_env(settings):
+    """The engine's view of where data lives, from the service's settings."""
+    from dcl_core.data import DataEnv
+
+    data_dir = Path(settings.data_dir)
+    torchvision_root = getattr(settings, "torchvision_root", None) or data_dir / "torchvision"
+    cache_dir = getattr(settings, "cache_dir", None) or data_dir / "cache"
+    return DataEnv(
+        datasets_dir=Path(settings.datasets_dir),
+        torchvision_root=Path(torchvision_root),
+        allow_download=bool(getattr(settings, "allow_download", False)),
+        cache_dir=Path(cache_dir),
+    )
+
+
+def _encoder_dir(spec: dict, settings) -> Path:
+    encoder_job = spec.get("encoder_job")
+    if not encoder_job:
+        raise UserError("the job names no encoder_job (the id of a succeeded pretrain job)")
+    encoder_dir = Path(settings.artifacts_dir) / encoder_job
+    if not (encoder_dir / "encoder.safetensors").is_file():
+        raise UserError(
+            f"encoder_job {encoder_job!r} has no encoder.safetensors; name a pretrain job that succeeded"
+        )
+    return encoder_dir
+
+
+def _without(spec: dict, *keys: str) -> dict:
+    return {key: value for key, value in spec.items() if key not in keys}
+
+
+def _stopped(hooks) -> bool:
+    """Whether the engine was told to stop (it has answered True to `should_stop`)."""
+    return getattr(hooks, "stop_reason", None) is not None
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def run_pretrain(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
+    from dcl_core.config import TrainConfig
+    from dcl_core.train import fit
+
+    config = TrainConfig.model_validate(spec.get("config", {}))
+    result = fit(config, run_dir, hooks=hooks, env=env)
+    return EngineOutcome(
+        result={"final_metrics": dict(result.final_metrics), "steps": int(result.steps)},
+        stopped=bool(result.stopped),
+    )
+
+
+def run_linear_probe(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
+    from dcl_core.config import ProbeConfig
+    from dcl_core.probe import run_probe
+
+    encoder_dir = _encoder_dir(spec, settings)
+    config = ProbeConfig.model_validate(_without(spec, "type", "encoder_job"))
+    result = run_probe(encoder_dir, config, env, hooks=hooks)
+    payload = result.to_dict()
+    if not (run_dir / "probe.json").exists():
+        _write_json_atomic(run_dir / "probe.json", payload)
+    return EngineOutcome(result=payload, stopped=_stopped(hooks))
+
+
+def run_embed(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
+    from dcl_core.config import EmbedConfig
+    from dcl_core.embed import run_embed as embed
+
+    encoder_dir = _encoder_dir(spec, settings)
+    config = EmbedConfig.model_validate(_without(spec, "type", "encoder_job"))
+    out_path = embed(encoder_dir, config, run_dir / "embeddings.npy", env, hooks=hooks)
+    result: dict[str, Any] = {"embeddings": Path(out_path).name}
+    try:
+        import numpy as np
+
+        array = np.load(out_path, mmap_mode="r")
+        result["shape"] = list(array.shape)
+        result["dtype"] = str(array.dtype)
+    except Exception:  # the file is listed as an artifact either way
+        pass
+    return EngineOutcome(result=result, stopped=_stopped(hooks))
+
+
+PRELOAD_MODULES = ("dcl_core.train", "dcl_core.probe", "dcl_core.embed", "dcl_core.data", "dcl_core.export")
+
+
+def preload() -> dict[str, Any]:
+    """Import the engine (torch, torchvision) in the worker's main process, so that every
+    job's freshly forked child starts with it loaded instead of importing it anew.
+
+    Importing torch does not initialise CUDA (that happens on the first CUDA call, which
+    only a job makes, in its child); the returned facts let the caller log and check that.
+    """
+    import importlib
+
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+    try:  # builtin:digits reads scikit-learn's copy
+        importlib.import_module("sklearn.datasets")
+    except ImportError:
+        pass
+    import torch
+
+    return {"torch": torch.__version__, "cuda_initialized": bool(torch.cuda.is_initialized())}
+
+
+Runner = Callable[[dict, Path, Any, Any, Any], EngineOutcome]
+
+RUNNERS: dict[str, Runner] = {
+    "pretrain": run_pretrain,
+    "linear_probe": run_linear_probe,
+    "embed": run_embed,
+}

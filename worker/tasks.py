@@ -1,0 +1,170 @@
+"""The one Celery task: run a job, given its id.
+
+The message carries the job id only; the job store row is the truth. A delivery first
+claims the job with one compare-and-set (a lease and an attempt count): a duplicate
+delivery, or one for a job that is finished, cancelled or held by a live worker, returns
+without doing anything. The claimed job then runs in this (pool child) process with a
+heartbeat thread keeping the lease, and ends in exactly one of: `store.finish`,
+`store.fail`, `store.mark_cancelled` or, when the lease was lost to another worker,
+nothing at all (that worker owns the job now).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from dcl_core.errors import UserError
+from service.queue import RUN_JOB
+from service.settings import get_settings
+from worker.app import app
+from worker.engine import RUNNERS, build_data_env
+from worker.hooks import STOP_CANCELLED, STOP_LEASE_LOST, STOP_TIMEOUT, Heartbeat, LeaseLost, StoreHooks
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 4000
+
+_stores: dict[tuple[int, str], Any] = {}
+
+
+def get_store(settings):
+    """This process's job store (one engine per process: pool children never reuse the
+    parent's database connections)."""
+    from service.store import JobStore
+
+    key = (os.getpid(), settings.database_url)
+    store = _stores.get(key)
+    if store is None:
+        store = _stores[key] = JobStore(settings.database_url)
+    return store
+
+
+def worker_name(hostname: str | None = None) -> str:
+    """Who holds a job: the Celery node name and the pool process id."""
+    return f"{hostname or socket.gethostname()}/{os.getpid()}"
+
+
+def runtime_limit_s(job: dict, settings) -> float | None:
+    """The tighter of the server cap (DCL_MAX_JOB_RUNTIME_S) and the job's own
+    `config.max_runtime_s`; None when neither is set."""
+    limits = []
+    server_cap = getattr(settings, "max_job_runtime_s", None)
+    if server_cap:
+        limits.append(float(server_cap))
+    config = (job.get("spec") or {}).get("config") or {}
+    if isinstance(config, dict) and config.get("max_runtime_s"):
+        limits.append(float(config["max_runtime_s"]))
+    return min(limits) if limits else None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
+    """(name, size, sha256) of every file the engine wrote at the top of the run dir.
+
+    Sub-folders (checkpoints/) and hidden files (half-written temporaries) are not
+    artifacts."""
+    artifacts = []
+    for path in sorted(run_dir.iterdir()):
+        if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
+            artifacts.append((path.name, path.stat().st_size, sha256_file(path)))
+    return artifacts
+
+
+def _error_message(exc: BaseException) -> str:
+    message = f"{type(exc).__name__}: {exc} (see worker log)"
+    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _user_message(exc: UserError) -> str:
+    message = str(exc) or type(exc).__name__
+    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def execute_job(job_id: str, *, store, settings, worker: str) -> str:
+    """Claim and run one job; returns what happened: skipped, succeeded, failed,
+    cancelled or lost (the lease went to another worker)."""
+    job = store.claim(job_id, worker, settings.lease_seconds)
+    if job is None:
+        log.info("job %s: not claimed by %s (finished, cancelled, unknown or held by a live worker)",
+                 job_id, worker)
+        return "skipped"
+    log.info("job %s (%s): claimed by %s, attempt %s", job_id, job.get("type"), worker, job.get("attempts"))
+
+    limit = runtime_limit_s(job, settings)
+    started = time.monotonic()
+    deadline = started + limit if limit else None
+    run_dir = Path(settings.artifacts_dir) / job_id
+
+    with Heartbeat(store, job_id, worker, lease_s=settings.lease_seconds,
+                   interval_s=settings.heartbeat_seconds) as heartbeat:
+        hooks = StoreHooks(store, job_id, worker, heartbeat=heartbeat, deadline=deadline)
+        try:
+            runner = RUNNERS.get(job.get("type"))
+            if runner is None:
+                raise UserError(f"unknown job type {job.get('type')!r}; choose one of {sorted(RUNNERS)}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            outcome = runner(job.get("spec") or {}, run_dir, build_data_env(settings), hooks, settings)
+        except LeaseLost:
+            log.warning("job %s: lease lost at step %s, leaving the job to its new holder", job_id, hooks.step)
+            return "lost"
+        except UserError as exc:
+            log.info("job %s failed: %s", job_id, exc)
+            return _end_failed(store, job_id, worker, hooks, _user_message(exc))
+        except Exception as exc:
+            log.exception("job %s failed with an unexpected error", job_id)
+            return _end_failed(store, job_id, worker, hooks, _error_message(exc))
+
+    reason = hooks.stop_reason if (outcome.stopped or hooks.stop_reason) else None
+    if reason == STOP_LEASE_LOST or heartbeat.lost.is_set():
+        log.warning("job %s: lease lost, leaving the job to its new holder", job_id)
+        return "lost"
+    if reason == STOP_CANCELLED:
+        store.mark_cancelled(job_id, worker)
+        log.info("job %s cancelled at step %s", job_id, hooks.step)
+        return "cancelled"
+    if reason == STOP_TIMEOUT:
+        message = (f"the job ran past its maximum run time of {limit:g} s "
+                   "(config.max_runtime_s or the server's DCL_MAX_JOB_RUNTIME_S); stopped at step "
+                   f"{hooks.step}; its last checkpoint is kept")
+        store.fail(job_id, worker, message)
+        return "failed"
+    if outcome.stopped:  # stopped, but not by us: treat it as a failure rather than a success
+        store.fail(job_id, worker, "the engine stopped before the end without a reason (see worker log)")
+        return "failed"
+
+    artifacts = list_artifacts(run_dir)
+    result = dict(outcome.result)
+    result.setdefault("run_time_s", round(time.monotonic() - started, 3))
+    store.finish(job_id, worker, result, artifacts)
+    log.info("job %s succeeded in %.1f s: %s", job_id, time.monotonic() - started,
+             ", ".join(name for name, _, _ in artifacts))
+    return "succeeded"
+
+
+def _end_failed(store, job_id: str, worker: str, hooks: StoreHooks, message: str) -> str:
+    if hooks.stop_reason == STOP_LEASE_LOST:
+        return "lost"
+    store.fail(job_id, worker, message)
+    return "failed"
+
+
+@app.task(name=RUN_JOB, bind=True)
+def run_job(self, job_id: str) -> str:
+    """Celery entry point. Never raises: every outcome is recorded in the job store, so
+    the message is acknowledged once the job has ended."""
+    settings = get_settings()
+    return execute_job(job_id, store=get_store(settings), settings=settings,
+                       worker=worker_name(self.request.hostname))
