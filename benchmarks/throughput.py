@@ -5,7 +5,7 @@ Rows (same images, model, batch size):
   ours         dcl_core's real training step: uint8 images on the device, batched augmentation there
   peer         lightly 1.6.0 as its DCL example runs: SimCLRTransform per image in DataLoader
                workers, its DCLLoss, torchvision ResNet + SimCLR head, fp32, SGD
-  augment-*    views/s of the augmentation alone: ours (batched) vs per-image torchvision/PIL
+  then         the augmentation alone on the CPU, ours batched vs per-image (augment_cpu.py)
 
     python benchmarks/throughput.py --device cuda --data ../shared/data/cifar10-train-10k.zip
     python benchmarks/throughput.py --device cpu --encoder convnet_small --batch-size 64 --steps 5
@@ -161,28 +161,6 @@ def peer_step(args, images: torch.Tensor, device):
     return step
 
 
-def augment_rows(args, images: torch.Tensor, device) -> list[tuple[str, float]]:
-    """Views/s of the augmentation alone: ours batched vs torchvision/PIL one image at a time."""
-    import torchvision.transforms as T
-    from PIL import Image
-
-    b = args.batch_size
-    config = TrainConfig().augment
-    ours = SimCLRAugment(config, args.image_size, (0.5,) * 3, (0.25,) * 3).to(device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    batch = images[:b].to(device)
-    ours_s = timed(lambda: ours(batch, gen), device, 2, max(1, args.steps // 2), args.windows)
-    per_image = T.Compose([
-        T.RandomResizedCrop(args.image_size, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(0.2),
-        T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3),
-    ])
-    pil = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in images[:b]]
-    cpu = torch.device("cpu")
-    theirs_s = timed(lambda: [per_image(p) for p in pil], cpu, 1, 1, args.windows)
-    return [(f"augment-ours ({device.type}, batched)", b / ours_s), ("augment-per-image (cpu, 1 process)", b / theirs_s)]
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
@@ -241,13 +219,11 @@ def main(argv=None) -> None:
     if args.peer:
         print(f"ours / peer: {ours / speeds['peer: lightly 1.6.0 (end to end)']:.2f}")
 
-    aug = augment_rows(args, images, device)
-    print("\n| augmentation only | views/s |")
-    print("|---|---:|")
-    for name, vps in aug:
-        print(f"| {name} | {vps:,.0f} |")
-    print(f"\nbatched / per-image augmentation: {aug[0][1] / aug[1][1]:.1f}x")
+    print("\nAugmentation alone on the CPU, batched vs per-image torchvision/PIL (benchmarks/augment_cpu.py):")
+    import augment_cpu  # the sibling script; python puts this folder on sys.path
 
+    augment_cpu.main(["--size", str(args.image_size), "--batch", str(args.batch_size),
+                      "--steps", str(max(2, args.steps // 4)), "--windows", str(args.windows)])
 
 if __name__ == "__main__":
     main()

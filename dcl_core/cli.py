@@ -121,7 +121,8 @@ def cmd_train(args) -> int:
     if device is not None:
         raw["device"] = device
     config = TrainConfig.model_validate(raw)
-    hooks = _ProgressHooks(args.quiet)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone reports
+    hooks = _ProgressHooks(args.quiet or not main_rank)
     import signal
 
     def interrupt(signum, frame):
@@ -139,10 +140,12 @@ def cmd_train(args) -> int:
         if hooks.bar is not None:
             hooks.bar.close()
     if result.stopped:
-        print(f"stopped at step {result.steps}/{result.total_steps}; resume with the same command")
+        if main_rank:
+            print(f"stopped at step {result.steps}/{result.total_steps}; resume with the same command")
         return 130
-    print(json.dumps({"out": str(args.out), "steps": result.steps, "seconds": round(result.seconds, 1),
-                      "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics}, indent=2))
+    if main_rank:
+        print(json.dumps({"out": str(args.out), "steps": result.steps, "seconds": round(result.seconds, 1),
+                          "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics}, indent=2))
     return 0
 
 

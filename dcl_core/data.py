@@ -32,7 +32,6 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ from dcl_core.archive import dataset_layout
 from dcl_core.config import DatasetSpec
 from dcl_core.errors import UserError
 
-__all__ = ["DataEnv", "ImageSet", "load_images", "BatchSampler", "dataset_layout"]
+__all__ = ["DataEnv", "ImageSet", "load_images", "dataset_layout"]
 
 DIGITS_TRAIN = 1437
 """builtin:digits: the first 1,437 of scikit-learn's 1,797 images are `train`, the rest `test`."""
@@ -411,44 +410,3 @@ def _load_stored(spec: DatasetSpec, env: DataEnv) -> ImageSet:
     if data.name == archive.DATASET_NPZ_FILE:
         return _load_npz(data, spec, spec.source)
     return _load_tree(data, spec, spec.source)
-
-
-# --------------------------------------------------------------------------- batches
-
-
-class BatchSampler:
-    """Index batches for training on in-memory images: a fresh permutation every epoch.
-
-    `epoch(e)` depends only on the generator's state at construction and on `e`, so a resumed
-    run reproduces its epochs (and can skip the steps it already did).
-    Shape of each batch: (batch_size,) int64 on `device`.
-    """
-
-    def __init__(self, num_images: int, batch_size: int, generator: torch.Generator,
-                 drop_last: bool = True, device: torch.device | str | None = None):
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.num_images = num_images
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.device = torch.device(device) if device is not None else generator.device
-        # One draw from the caller's generator seeds every epoch's permutation.
-        self._seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-        if self.steps_per_epoch == 0:
-            raise UserError(
-                f"dataset has {num_images} images, fewer than batch_size {batch_size}; lower batch_size"
-            )
-
-    @property
-    def steps_per_epoch(self) -> int:
-        if self.drop_last:
-            return self.num_images // self.batch_size
-        return -(-self.num_images // self.batch_size)
-
-    def epoch(self, epoch_index: int, skip_steps: int = 0) -> Iterator[torch.Tensor]:
-        """The batches of epoch `epoch_index` (from 0), the first `skip_steps` left out."""
-        g = torch.Generator(device=self.device)
-        g.manual_seed((self._seed + (epoch_index + 1) * 0x9E3779B97F4A7C15) % 2**63)
-        perm = torch.randperm(self.num_images, generator=g, device=self.device)
-        for step in range(skip_steps, self.steps_per_epoch):
-            yield perm[step * self.batch_size:(step + 1) * self.batch_size]

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported only now: CUDA_VISIBLE_DEVICES is set before anything could load torch.
     from service.settings import get_settings
     from worker.app import app
+    from worker.forking import install_fork_guards
     from worker.reconciler import Reconciler
 
     settings = get_settings()
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         worker_info={"node": name, "queues": queues, "gpu": args.gpu, "concurrency": args.concurrency,
                      "pid": pid},
     ).start()
+    install_fork_guards([reconciler.pass_lock])
     argv = [
         "worker",
         f"--hostname={name}",

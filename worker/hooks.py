@@ -48,7 +48,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
         self._last_ok = time.monotonic()
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._last_ok = time.monotonic()
         self._thread.start()
         return self

@@ -26,9 +26,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from service.queue import RUN_JOB, enqueue, queue_for
 
@@ -160,12 +160,11 @@ class Reconciler:
         self._store = store
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dcl-reconciler", daemon=True)
-        # The prefork pool forks job processes from this (the main) process. A fork in the
-        # middle of a pass would copy a half-done SQLite transaction (and SQLite's
-        # per-process lock bookkeeping) into the child, whose own writes then fail with
-        # "database is locked". So a fork waits for the pass to end, and between passes
-        # the store holds no open connection at all.
-        self._pass_lock = threading.RLock()
+        # Held for a whole pass. `python -m worker` makes every fork of the main process
+        # wait for it (worker/forking.py): a fork in the middle of a pass would copy a
+        # half-done SQLite transaction into the job's child. Between passes the store
+        # holds no open connection at all.
+        self.pass_lock = threading.RLock()
 
     @property
     def store(self):
@@ -175,22 +174,16 @@ class Reconciler:
             self._store = JobStore(self.settings.database_url)
         return self._store
 
-    def start(self) -> "Reconciler":
-        os.register_at_fork(before=self._pass_lock.acquire, after_in_parent=self._pass_lock.release,
-                            after_in_child=self._after_fork_in_child)
+    def start(self) -> Reconciler:
         self._thread.start()
         return self
-
-    def _after_fork_in_child(self) -> None:
-        self._pass_lock.release()
-        self._stop.set()  # the thread does not exist in the child
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
 
     def run_once(self) -> list[tuple[str, str]]:
-        with self._pass_lock:
+        with self.pass_lock:
             try:
                 if self.worker_info:
                     self.store.worker_seen(self.worker_info.get("node", "worker"), self.worker_info)

@@ -24,7 +24,14 @@ from service.queue import RUN_JOB
 from service.settings import get_settings
 from worker.app import app
 from worker.engine import RUNNERS, build_data_env
-from worker.hooks import STOP_CANCELLED, STOP_LEASE_LOST, STOP_TIMEOUT, Heartbeat, LeaseLost, StoreHooks
+from worker.hooks import (
+    STOP_CANCELLED,
+    STOP_LEASE_LOST,
+    STOP_TIMEOUT,
+    Heartbeat,
+    LeaseLost,
+    StoreHooks,
+)
 
 log = logging.getLogger(__name__)
 

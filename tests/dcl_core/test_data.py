@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from dcl_core.config import DatasetSpec
-from dcl_core.data import BatchSampler, DataEnv, ImageSet, dataset_layout, load_images
+from dcl_core.data import DataEnv, ImageSet, dataset_layout, load_images
 from dcl_core.errors import UserError
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "emu": (40, 40, 200)}
@@ -300,52 +300,9 @@ def test_channel_stats_on_a_subsample():
     assert full_std == pytest.approx(tuple(x.std(dim=(0, 2, 3), unbiased=False).tolist()), abs=1e-9)
 
 
-# --------------------------------------------------------------------------- BatchSampler
-
-
-def test_sampler_covers_each_index_at_most_once_per_epoch():
-    sampler = BatchSampler(103, 10, torch.Generator().manual_seed(1))
-    assert sampler.steps_per_epoch == 10
-    for e in range(3):
-        batches = list(sampler.epoch(e))
-        assert len(batches) == 10 and all(b.shape == (10,) and b.dtype == torch.int64 for b in batches)
-        seen = torch.cat(batches)
-        assert len(set(seen.tolist())) == 100 and seen.max() < 103 and seen.min() >= 0
-    assert not torch.equal(torch.cat(list(sampler.epoch(0))), torch.cat(list(sampler.epoch(1))))
-
-
-def test_sampler_without_drop_last_covers_everything():
-    sampler = BatchSampler(25, 10, torch.Generator().manual_seed(1), drop_last=False)
-    assert sampler.steps_per_epoch == 3
-    assert sorted(torch.cat(list(sampler.epoch(0))).tolist()) == list(range(25))
-
-
-def test_sampler_is_reproducible_with_a_seed():
-    a = BatchSampler(50, 8, torch.Generator().manual_seed(7))
-    b = BatchSampler(50, 8, torch.Generator().manual_seed(7))
-    c = BatchSampler(50, 8, torch.Generator().manual_seed(8))
-    for e in range(2):
-        assert all(torch.equal(x, y) for x, y in zip(a.epoch(e), b.epoch(e)))
-    assert not torch.equal(next(iter(a.epoch(0))), next(iter(c.epoch(0))))
-    # a resumed run can skip the steps it already did
-    assert torch.equal(list(a.epoch(1))[2], next(iter(b.epoch(1, skip_steps=2))))
-
-
-def test_sampler_with_too_few_images():
-    with pytest.raises(UserError, match="dataset has 5 images, fewer than batch_size 8; lower batch_size"):
-        BatchSampler(5, 8, torch.Generator().manual_seed(0))
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_sampler_and_stats_on_cuda():
-    g = torch.Generator(device="cuda").manual_seed(3)
-    sampler = BatchSampler(64, 16, g)
-    batches = list(sampler.epoch(0))
-    assert all(b.device.type == "cuda" for b in batches)
-    assert sorted(torch.cat(batches).tolist()) == list(range(64))
-    again = BatchSampler(64, 16, torch.Generator(device="cuda").manual_seed(3))
-    assert all(torch.equal(a, b) for a, b in zip(batches, again.epoch(0)))
+def test_channel_stats_on_cuda():
     images = torch.full((8, 3, 4, 4), 51, dtype=torch.uint8, device="cuda")
     mean, std = ImageSet(images, None, None, "test").channel_stats()
     assert mean == pytest.approx((0.2,) * 3) and std == pytest.approx((0.0,) * 3, abs=1e-7)

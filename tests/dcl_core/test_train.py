@@ -126,3 +126,22 @@ def test_knn_monitor_reports_accuracy_at_epoch_ends(tmp_path):
     accs = [m["knn_acc"] for m in hooks.metrics if "knn_acc" in m]
     assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
     assert accs[-1] > 0.2  # ten classes: chance is 0.1
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_trains_and_rank_zero_exports(tmp_path):
+    import subprocess
+    import sys
+
+    config = tiny(epochs=1).model_dump(mode="json")
+    config.pop("device")
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    out = subprocess.run([*torchrun, "-m", "dcl_core.cli", "train", str(tmp_path / "c.json"), "--out", str(tmp_path / "run"), "--quiet"],
+                         capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)  # rank 0 alone prints
+    meta = json.loads((tmp_path / "run" / "encoder.json").read_text())
+    assert report["encoder_sha256"] == meta["sha256"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 8  # 256 images / global batch 32

@@ -11,16 +11,22 @@ import secrets
 import subprocess
 import time
 import zipfile
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from tests.fixtures.servers import ApiServer, free_port, run_api_server, stop_process, wait_for_port
+from tests.fixtures.servers import (
+    ApiServer,
+    free_port,
+    run_api_server,
+    stop_process,
+    wait_for_port,
+)
 from tests.fixtures.workers import FAST_WORKER_ENV, WorkerProcess, start_worker
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -83,7 +89,7 @@ def sse_events(client: httpx.Client, path: str, *, timeout_s: float = 120.0,
             if line.startswith(":"):
                 continue
             name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             current[name] = current[name] + "\n" + value if name == "data" and name in current else value
     raise AssertionError(f"the event stream ended without an `end` event; got {events[-3:]}")
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+
 import pytest
 from sqlalchemy import update
 
 from service.store import jobs, utcnow
-from tests.worker.conftest import TINY_CONFIG, JobThread, long_config, make_settings, pretrain_spec, wait_until
+from tests.worker.conftest import (
+    TINY_CONFIG,
+    JobThread,
+    long_config,
+    make_settings,
+    pretrain_spec,
+    wait_until,
+)
 from worker import engine
 from worker.tasks import execute_job, list_artifacts, runtime_limit_s
 
