@@ -151,7 +151,7 @@ def cmd_train(args) -> int:
 
 def cmd_probe(args) -> int:
     from dcl_core.config import ProbeConfig
-    from dcl_core.export import write_json_atomic
+    from dcl_core.files import write_json_atomic
     from dcl_core.probe import run_probe
 
     config = ProbeConfig(train=args.train, test=args.test, classifier=args.classifier, device=args.device)

@@ -25,7 +25,6 @@ the source's order (for image trees: class by class, sorted paths).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -42,6 +41,7 @@ from dcl_core import archive
 from dcl_core.archive import dataset_layout
 from dcl_core.config import DatasetSpec
 from dcl_core.errors import UserError
+from dcl_core.files import sha256_file
 
 __all__ = ["DataEnv", "ImageSet", "load_images", "dataset_layout"]
 
@@ -356,19 +356,11 @@ def _load_tree(root: Path, spec: DatasetSpec, source: str) -> ImageSet:
     return _load_files(paths, labels, classes, root, spec, source)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _load_archive(path: Path, spec: DatasetSpec, env: DataEnv) -> ImageSet:
     limits = dict(max_total_bytes=LOCAL_ARCHIVE_MAX_BYTES, max_files=LOCAL_ARCHIVE_MAX_FILES)
     with ExitStack() as stack:
         if env.cache_dir is not None:
-            dest = Path(env.cache_dir) / "extracted" / _sha256(path)[:32]
+            dest = Path(env.cache_dir) / "extracted" / sha256_file(path)[:32]
             if not dest.is_dir():
                 try:
                     archive.safe_extract(path, dest, **limits)

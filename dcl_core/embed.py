@@ -31,7 +31,7 @@ def labels_path_for(out_path: str | Path) -> Path:
 
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     """np.save into a temp file beside `path`, fsync, then os.replace onto `path`."""
-    from dcl_core.export import atomic_open
+    from dcl_core.files import atomic_open
 
     with atomic_open(path, "wb") as handle:
         np.save(handle, array, allow_pickle=False)

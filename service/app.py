@@ -43,6 +43,9 @@ def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     items = []
     for err in errors:
         loc = list(err.get("loc", ()))
+        if err.get("type") == "json_invalid":  # the loc is a character offset, not a field
+            loc = ["body"]
+            err = {**err, "msg": f"{err.get('msg')} at character {err['loc'][-1]}; send a JSON object"}
         items.append({"loc": loc, "field": field_path(loc), "msg": str(err.get("msg", "invalid")),
                       "type": err.get("type", "value_error")})
     detail = "; ".join(f"{e['field']}: {e['msg']}" for e in items) or "invalid request"

@@ -7,7 +7,6 @@ it prints any other bad input.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import time
@@ -18,6 +17,7 @@ from typing import Any, Iterator
 import httpx
 
 from dcl_core.errors import UserError
+from dcl_core.files import sha256_file
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -170,13 +170,6 @@ class Client:
         os.replace(part, target)
         return target
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check(response: httpx.Response) -> None:

@@ -6,14 +6,13 @@ EngineOutcome`. dcl_core (and so torch) is imported inside the functions only.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dcl_core.errors import UserError
+from dcl_core.files import write_json_atomic
 
 
 @dataclass
@@ -61,12 +60,6 @@ def _stopped(hooks) -> bool:
     return getattr(hooks, "stop_reason", None) is not None
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def run_pretrain(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
     from dcl_core.config import TrainConfig
     from dcl_core.train import fit
@@ -88,7 +81,7 @@ def run_linear_probe(spec: dict, run_dir: Path, env, hooks, settings) -> EngineO
     result = run_probe(encoder_dir, config, env, hooks=hooks)
     payload = result.to_dict()
     if not (run_dir / "probe.json").exists():
-        _write_json_atomic(run_dir / "probe.json", payload)
+        write_json_atomic(run_dir / "probe.json", payload)
     return EngineOutcome(result=payload, stopped=_stopped(hooks))
 
 

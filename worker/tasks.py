@@ -11,7 +11,6 @@ nothing at all (that worker owns the job now).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dcl_core.errors import UserError
+from dcl_core.files import sha256_file
 from service.queue import RUN_JOB
 from service.settings import get_settings
 from worker.app import app
@@ -68,14 +68,6 @@ def runtime_limit_s(job: dict, settings) -> float | None:
     if isinstance(config, dict) and config.get("max_runtime_s"):
         limits.append(float(config["max_runtime_s"]))
     return min(limits) if limits else None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from dcl_core.config import DatasetSpec, JobSpec
+from dcl_core.files import sha256_file
 from service.deps import CeleryDep, CurrentKey, FieldError, OwnedJob, SettingsDep, StoreDep, too_many
 from service.queue import enqueue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
@@ -231,11 +231,7 @@ def file_sha256(path: Path, stat: os.stat_result) -> str:
     key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     digest = _verified.get(key)
     if digest is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        digest = h.hexdigest()
+        digest = sha256_file(path)
         if len(_verified) > 4096:
             _verified.clear()
         _verified[key] = digest

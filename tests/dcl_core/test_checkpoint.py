@@ -3,7 +3,8 @@ import hashlib
 import pytest
 import torch
 
-from dcl_core.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from dcl_core.checkpoint import load_checkpoint, save_checkpoint
+from dcl_core.files import atomic_open
 from dcl_core.errors import UserError
 
 
@@ -20,12 +21,9 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"step": 1})
 
-    def broken(f):
+    with pytest.raises(OSError), atomic_open(path) as f:
         f.write(b"partial")
         raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        atomic_write(path, broken)
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 

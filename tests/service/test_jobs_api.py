@@ -52,6 +52,12 @@ def test_bad_config_is_422_naming_the_field(alice, config, field):
     assert body["detail"].startswith(field) or f"; {field}" in body["detail"]
 
 
+def test_malformed_json_is_422_about_the_body(alice):
+    r = alice.post("/v1/jobs", content="not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("body: JSON decode error at character 0; send a JSON object")
+
+
 def test_non_finite_numbers_are_422_naming_the_field(alice):
     body = '{"type": "pretrain", "config": {"weight_decay": Infinity, "epochs": 1}}'
     r = alice.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
