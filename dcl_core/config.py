@@ -44,6 +44,13 @@ class DatasetSpec(Strict):
     max_images: int | None = Field(default=None, ge=2, description="Use only the first N images.")
     skip_corrupt: bool = Field(default=False, description="Skip unreadable images instead of failing.")
     download: bool = Field(default=False, description="torchvision datasets: allow downloading.")
+    in_memory: bool | None = Field(
+        default=None,
+        description="Training: decode every image once and hold them in memory (true), or stream the "
+        "image files from disk with DataLoader workers (false); None: stream image folders, archives and "
+        "uploaded image trees whose decoded size (N*3*S*S bytes) is over 4 GiB. .npz, builtin and "
+        "torchvision sources are always in memory.",
+    )
 
     @model_validator(mode="before")
     @classmethod

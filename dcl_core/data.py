@@ -1,4 +1,5 @@
-"""Data sources: every `DatasetSpec` becomes one in-memory `ImageSet` of uint8 images.
+"""Data sources: every `DatasetSpec` becomes one in-memory `ImageSet` of uint8 images, or,
+for training on image files too large to hold, an `ImageStream` that decodes them batch by batch.
 
 Sources (`DatasetSpec.source`):
 - `builtin:digits`: scikit-learn's 1,797 8x8 handwritten digits (values 0..16 scaled to
@@ -21,6 +22,12 @@ preallocated array. With `image_size` set, images are centre-cropped to a square
 (Pillow bicubic for files; antialiased bilinear `F.interpolate` for tensor sources);
 without it all images must share one square size. `max_images` keeps the first N images in
 the source's order (for image trees: class by class, sorted paths).
+
+Training opens its data with `open_images`: image files (a folder, an archive, a `dataset:ID`
+image tree) stream from disk when `DatasetSpec.in_memory` is false, or when it is None and
+their decoded size N*3*S*S is over `IN_MEMORY_MAX_BYTES`; every other source is in memory.
+A stream yields the same pixels in the same `epoch_order` as the in-memory set, so both
+train to the same weights.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
 
 from dcl_core import archive
 from dcl_core.archive import dataset_layout
@@ -43,7 +52,10 @@ from dcl_core.config import DatasetSpec
 from dcl_core.errors import UserError
 from dcl_core.files import sha256_file
 
-__all__ = ["DataEnv", "ImageSet", "load_images", "dataset_layout"]
+__all__ = [
+    "DataEnv", "ImageSet", "ImageStream", "load_images", "open_images", "should_stream", "epoch_order",
+    "dataset_layout",
+]
 
 DIGITS_TRAIN = 1437
 """builtin:digits: the first 1,437 of scikit-learn's 1,797 images are `train`, the rest `test`."""
@@ -51,6 +63,9 @@ DIGITS_TRAIN = 1437
 LOCAL_ARCHIVE_MAX_BYTES = 1 << 40
 LOCAL_ARCHIVE_MAX_FILES = 50_000_000
 """Caps for the CLI's own archives (uploads to the service are capped by the service)."""
+
+IN_MEMORY_MAX_BYTES = 4 << 30
+"""Auto mode: image files whose decoded uint8 size is over this stream from disk."""
 
 # torchvision: where each dataset's files lie under the root, as torchvision itself lays them out.
 _TORCHVISION_FOLDERS = {
@@ -102,10 +117,7 @@ class ImageSet:
         n = self.num_images
         if n == 0:
             raise UserError(f"{self.source}: no images to measure")
-        if n > max_images:
-            index = torch.linspace(0, n - 1, max_images, dtype=torch.float64).round().long()
-        else:
-            index = torch.arange(n)
+        index = _sample_index(n, max_images)
         device = self.images.device if self.images.device.type in ("cpu", "cuda") else torch.device("cpu")
         total = torch.zeros(3, dtype=torch.float64, device=device)
         total_sq = torch.zeros(3, dtype=torch.float64, device=device)
@@ -122,7 +134,109 @@ class ImageSet:
         return mean_t, std_t
 
 
-# --------------------------------------------------------------------------- entry point
+def _sample_index(n: int, max_images: int) -> torch.Tensor:
+    """Up to max_images evenly spaced indices of n, first and last included. Shape: (min(n, max_images),)."""
+    if n > max_images:
+        return torch.linspace(0, n - 1, max_images, dtype=torch.float64).round().long()
+    return torch.arange(n)
+
+
+def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's image order: a function of (seed, epoch) alone, so a resumed run (and every
+    DDP rank) draws the same order without carrying sampler state. Shape: (num_images,) int64."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_images, generator=gen)
+
+
+class _ImageFiles(Dataset):
+    """Decodes one image file per item, as `_load_files` does. Item: ((3, S, S) uint8, problem),
+    the problem "" or why the file cannot be read (the caller raises: an exception raised in a
+    DataLoader worker would reach the user wrapped in a traceback)."""
+
+    def __init__(self, paths: list[Path], base: Path, size: int, skip_corrupt: bool):
+        # Decoding at the native size with size set gives the same pixels as without (a JPEG
+        # draft at scale 1): any file of another size is resized, never left blank.
+        self.paths, self.base, self.size, self.skip_corrupt = paths, base, size, skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        # skip_corrupt: the next readable file stands in for an unreadable one, so that batches
+        # keep their size (a CUDA-graph step needs fixed shapes).
+        out = np.zeros((3, self.size, self.size), dtype=np.uint8)
+        problem = ""
+        for k in range(len(self.paths) if self.skip_corrupt else 1):
+            path = self.paths[(index + k) % len(self.paths)]
+            try:
+                _decode_into(path, out, self.size)
+                return torch.from_numpy(out), ""
+            except archive.CorruptImage as exc:
+                problem = f"{_relative(path, self.base)} ({exc})"
+        return torch.from_numpy(out), problem
+
+
+@dataclass
+class ImageStream:
+    """Image files decoded batch by batch by DataLoader workers; labels (N,) int64 or None.
+
+    Holds the file list only. With `spec.skip_corrupt`, a file found unreadable during training
+    is replaced by the next readable one (the in-memory set drops it); without, it ends the run.
+    A temporary extraction (`keep`) lives as long as the stream.
+    """
+
+    paths: list[Path]
+    labels: torch.Tensor | None
+    classes: list[str] | None
+    source: str
+    image_size: int
+    root: Path
+    spec: DatasetSpec
+    keep: ExitStack
+
+    @property
+    def num_images(self) -> int:
+        return len(self.paths)
+
+    def channel_stats(self, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) in [0, 1] units, decoding the same evenly spaced files that
+        `ImageSet.channel_stats` measures (so both modes normalise alike)."""
+        sample = [self.paths[i] for i in _sample_index(self.num_images, max_images).tolist()]
+        images = _load_files(sample, None, None, self.root, self.spec, self.source)
+        return images.channel_stats(max_images=max_images)
+
+    def batches(self, epoch: int, seed: int, batch_size: int, *, skip: int = 0, rank: int = 0, world: int = 1,
+                num_workers: int = 0, pin_memory: bool = False) -> Iterator[torch.Tensor]:
+        """The epoch's batches in `epoch_order`, from batch `skip` on (an exact resume), the last
+        partial batch dropped; under DDP, rank's slice of each global batch.
+
+        Shape: (batch_size // world, 3, S, S) uint8 on the CPU (pinned with pin_memory).
+        """
+        order = epoch_order(self.num_images, seed, epoch)
+        local = batch_size // world
+        starts = (i * batch_size + rank * local for i in range(skip, self.num_images // batch_size))
+        index = [order[start:start + local].tolist() for start in starts]
+        files = _ImageFiles(self.paths, self.root, self.image_size, self.spec.skip_corrupt)
+        loader = DataLoader(files, batch_sampler=index, num_workers=num_workers, pin_memory=pin_memory)
+        for images, problems in loader:
+            bad = [p for p in problems if p]
+            if bad and self.spec.skip_corrupt:
+                raise UserError(f"{self.source}: none of the {self.num_images} image files can be read")
+            if bad:
+                raise archive.corrupt_error(bad, len(bad))
+            yield images
+
+
+def should_stream(in_memory: bool | None, num_images: int, image_size: int,
+                  max_bytes: int = IN_MEMORY_MAX_BYTES) -> bool:
+    """Whether training streams image files: as `in_memory` says, else (None) when their decoded
+    uint8 size N*3*S*S bytes is over max_bytes."""
+    if in_memory is not None:
+        return not in_memory
+    return num_images * 3 * image_size * image_size > max_bytes
+
+
+# --------------------------------------------------------------------------- entry points
 
 
 def load_images(spec: DatasetSpec, env: DataEnv) -> ImageSet:
@@ -132,9 +246,29 @@ def load_images(spec: DatasetSpec, env: DataEnv) -> ImageSet:
         return _load_digits(spec)
     if kind == "torchvision":
         return _load_torchvision(spec, env)
-    if kind == "dataset":
-        return _load_stored(spec, env)
-    return _load_path(spec, env)
+    with ExitStack() as stack:
+        path = _file_source(spec, env, stack)
+        if path.is_dir():
+            return _load_tree(path, spec, spec.source)
+        return _load_npz(path, spec, spec.source)
+
+
+def open_images(spec: DatasetSpec, env: DataEnv) -> ImageSet | ImageStream:
+    """Training's data: an ImageStream for image files when `should_stream` says so (see the
+    module docstring), else `load_images`."""
+    if spec.kind in ("builtin", "torchvision") or spec.in_memory:
+        return load_images(spec, env)
+    keep = ExitStack()
+    with keep:
+        path = _file_source(spec, env, keep)
+        if not path.is_dir():
+            return _load_npz(path, spec, spec.source)
+        paths, labels, classes = _list_tree(path, spec)
+        side = spec.image_size or _first_side(paths)
+        if not should_stream(spec.in_memory, len(paths), side):
+            return _load_files(paths, labels, classes, path, spec, spec.source)
+        stream = _open_stream(paths, labels, classes, path, spec, keep.pop_all())
+    return stream
 
 
 # --------------------------------------------------------------------------- tensor sources
@@ -283,19 +417,51 @@ def _decode_into(path: Path, out: np.ndarray, size: int | None) -> tuple[int, in
     return w, h
 
 
-def _load_files(paths: list[Path], labels: list[int] | None, classes: list[str] | None,
-                base: Path, spec: DatasetSpec, source: str) -> ImageSet:
+def _relative(path: Path, base: Path) -> str:
+    """A file's name in messages: relative to the dataset's folder."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """An image file's stored (width, height), read from its header alone. Raises archive.CorruptImage."""
+    try:
+        with Image.open(path, formats=archive.IMAGE_FORMATS) as im:
+            return im.size
+    except Exception as exc:  # Pillow's plugins raise many types on malformed data
+        raise archive.CorruptImage(str(exc) or type(exc).__name__) from None
+
+
+def _first_side(paths: list[Path]) -> int:
+    """The width of the first file with a readable header; 0 when there is none (loading it
+    in memory then reports the unreadable files)."""
+    for path in paths:
+        try:
+            return _header_size(path)[0]
+        except archive.CorruptImage:
+            continue
+    return 0
+
+
+def _list_tree(root: Path, spec: DatasetSpec) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    """`archive.list_images`, cut to spec.max_images; an empty tree is a UserError."""
+    paths, labels, classes = archive.list_images(root)
     if spec.max_images is not None:
         paths = paths[: spec.max_images]
         labels = labels[: spec.max_images] if labels is not None else None
     if not paths:
-        raise UserError(f"{source}: no images found (expected image files directly in the folder or in class subfolders)")
+        raise UserError(
+            f"{spec.source}: no images found (expected image files directly in the folder or in class subfolders)"
+        )
+    return paths, labels, classes
 
+
+def _load_files(paths: list[Path], labels: list[int] | None, classes: list[str] | None,
+                base: Path, spec: DatasetSpec, source: str) -> ImageSet:
     def rel(p: Path) -> str:
-        try:
-            return p.relative_to(base).as_posix()
-        except ValueError:
-            return str(p)
+        return _relative(p, base)
 
     size = spec.image_size
     n = len(paths)
@@ -352,53 +518,87 @@ def _load_files(paths: list[Path], labels: list[int] | None, classes: list[str] 
 
 
 def _load_tree(root: Path, spec: DatasetSpec, source: str) -> ImageSet:
-    paths, labels, classes = archive.list_images(root)
+    paths, labels, classes = _list_tree(root, spec)
     return _load_files(paths, labels, classes, root, spec, source)
 
 
-def _load_archive(path: Path, spec: DatasetSpec, env: DataEnv) -> ImageSet:
+def _open_stream(paths: list[Path], labels: list[int] | None, classes: list[str] | None,
+                 root: Path, spec: DatasetSpec, keep: ExitStack) -> ImageStream:
+    """An ImageStream over the files. Without spec.image_size every header is read first (not
+    the pixels): a stream needs one square size, and a mixed folder should fail now, not hours in."""
+    side = spec.image_size
+    if side is None:
+        def probe(i: int) -> tuple[int, int] | str:
+            try:
+                return _header_size(paths[i])
+            except archive.CorruptImage as exc:
+                return f"{_relative(paths[i], root)} ({exc})"
+
+        results = archive.parallel_map(probe, len(paths))
+        corrupt = [r for r in results if isinstance(r, str)]
+        if corrupt and not spec.skip_corrupt:
+            raise archive.corrupt_error(corrupt, len(corrupt))
+        good = [i for i, r in enumerate(results) if not isinstance(r, str)]
+        if not good:
+            raise UserError(f"{spec.source}: none of the {len(paths)} image files can be read")
+        first = _relative(paths[good[0]], root)
+        w, h = results[good[0]]
+        if w != h:
+            raise UserError(f"{spec.source}: images are {w}x{h} ({first}), not square; set image_size")
+        other = [i for i in good if results[i] != (w, h)]
+        if other:
+            i = other[0]
+            raise UserError(
+                f"{spec.source}: images have different sizes ({first} is {w}x{h}, "
+                f"{_relative(paths[i], root)} is {results[i][0]}x{results[i][1]}, {len(other)} differ); "
+                "streaming needs one size: set image_size"
+            )
+        paths = [paths[i] for i in good]
+        labels = [labels[i] for i in good] if labels is not None else None
+        side = w
+    y = torch.tensor(labels, dtype=torch.int64) if labels is not None else None
+    return ImageStream(paths=paths, labels=y, classes=classes, source=spec.source, image_size=side,
+                       root=root, spec=spec, keep=keep)
+
+
+def _extract(path: Path, env: DataEnv, stack: ExitStack) -> Path:
+    """Extracts an archive into the cache (kept), or into a temporary folder removed when stack closes."""
     limits = dict(max_total_bytes=LOCAL_ARCHIVE_MAX_BYTES, max_files=LOCAL_ARCHIVE_MAX_FILES)
-    with ExitStack() as stack:
-        if env.cache_dir is not None:
-            dest = Path(env.cache_dir) / "extracted" / sha256_file(path)[:32]
-            if not dest.is_dir():
-                try:
-                    archive.safe_extract(path, dest, **limits)
-                except OSError:
-                    # Another process may have extracted the same archive meanwhile: use its copy.
-                    if not dest.is_dir():
-                        raise
-        else:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dcl-extract-")))
-            dest = tmp / "tree"
-            archive.safe_extract(path, dest, **limits)
-        return _load_tree(dest, spec, spec.source)
+    if env.cache_dir is not None:
+        dest = Path(env.cache_dir) / "extracted" / sha256_file(path)[:32]
+        if not dest.is_dir():
+            try:
+                archive.safe_extract(path, dest, **limits)
+            except OSError:
+                # Another process may have extracted the same archive meanwhile: use its copy.
+                if not dest.is_dir():
+                    raise
+        return dest
+    dest = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dcl-extract-"))) / "tree"
+    archive.safe_extract(path, dest, **limits)
+    return dest
 
 
-def _load_path(spec: DatasetSpec, env: DataEnv) -> ImageSet:
+def _file_source(spec: DatasetSpec, env: DataEnv, stack: ExitStack) -> Path:
+    """The image folder or .npz file that a path or `dataset:ID` source names (archives extracted)."""
+    if spec.kind == "dataset":
+        dataset_id = spec.source.partition(":")[2]
+        if env.datasets_dir is None:
+            raise UserError(f"{spec.source}: uploaded datasets are not available here (no datasets folder)")
+        folder = Path(env.datasets_dir) / dataset_id
+        if not folder.is_dir():
+            raise UserError(f"{spec.source}: no such dataset; upload one with POST /v1/datasets")
+        return dataset_layout(folder)
     path = Path(os.path.expanduser(spec.source))
     if path.is_dir():
-        return _load_tree(path, spec, spec.source)
+        return path
     if not path.exists():
         raise UserError(f"dataset source {spec.source!r}: no such file or folder")
     name = path.name.lower()
     if name.endswith(".npz"):
-        return _load_npz(path, spec, spec.source)
+        return path
     if name.endswith(archive.ARCHIVE_SUFFIXES):
-        return _load_archive(path, spec, env)
+        return _extract(path, env, stack)
     raise UserError(
         f"dataset source {spec.source!r}: not an image folder, a .zip/.tar/.tar.gz/.tgz or an .npz"
     )
-
-
-def _load_stored(spec: DatasetSpec, env: DataEnv) -> ImageSet:
-    dataset_id = spec.source.partition(":")[2]
-    if env.datasets_dir is None:
-        raise UserError(f"{spec.source}: uploaded datasets are not available here (no datasets folder)")
-    folder = Path(env.datasets_dir) / dataset_id
-    if not folder.is_dir():
-        raise UserError(f"{spec.source}: no such dataset; upload one with POST /v1/datasets")
-    data = dataset_layout(folder)
-    if data.name == archive.DATASET_NPZ_FILE:
-        return _load_npz(data, spec, spec.source)
-    return _load_tree(data, spec, spec.source)

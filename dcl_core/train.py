@@ -1,6 +1,7 @@
 """The training loop: `fit(config, run_dir, hooks)` pretrains an encoder and exports it.
 
-Hot path rules (DESIGN.md): the images live as one uint8 tensor on the training device, views
+Hot path rules (DESIGN.md): the images live as one uint8 tensor on the training device (or,
+for image files too large for memory, stream as uint8 batches from DataLoader workers), views
 are made there in batch, the loss is accumulated on the device and read every
 `log_every_steps` steps; nothing in a step waits for the host.
 """
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from torch import nn
 from dcl_core.augment import EvalTransform, SimCLRAugment
 from dcl_core.checkpoint import load_checkpoint, save_checkpoint
 from dcl_core.config import TrainConfig
-from dcl_core.data import DataEnv, ImageSet, load_images
+from dcl_core.data import DataEnv, ImageSet, ImageStream, epoch_order, load_images, open_images
 from dcl_core.device import autocast, autocast_dtype, resolve_device
 from dcl_core.encoders import build_encoder, resolve_small_stem
 from dcl_core.errors import UserError
@@ -85,10 +88,34 @@ def _place_images(data: ImageSet, device: torch.device) -> torch.Tensor:
     return images.pin_memory()
 
 
+def _loader_workers(device: torch.device) -> int:
+    """DataLoader workers for a stream: up to 8 on CUDA (decoding must keep up with the GPU);
+    on a CPU at most 2, as decoding shares the cores with the training step itself."""
+    cpus = os.cpu_count() or 1
+    return min(8, cpus) if device.type == "cuda" else min(2, cpus // 2)
+
+
+def _epoch_batches(data: ImageSet | ImageStream, images: torch.Tensor | None, config: TrainConfig, epoch: int,
+                   skip: int, rank: int, world: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """This rank's uint8 batches of one epoch in `epoch_order`, from batch `skip` on: indexed from
+    the in-memory tensor, or decoded from the files. Shape: (batch_size // world, 3, S, S)."""
+    if isinstance(data, ImageStream):
+        yield from data.batches(epoch, config.seed, config.batch_size, skip=skip, rank=rank, world=world,
+                                num_workers=_loader_workers(device), pin_memory=device.type == "cuda")
+        return
+    local_batch = config.batch_size // world
+    order = epoch_order(data.num_images, config.seed, epoch).to(images.device)
+    for i in range(skip, data.num_images // config.batch_size):
+        start = i * config.batch_size + rank * local_batch
+        yield images[order[start:start + local_batch]]
+
+
 def _config_fingerprint(config: TrainConfig) -> str:
-    # Fields that do not change the run's math may differ on resume (e.g. logging cadence).
+    # Fields that do not change the run's math may differ on resume (e.g. logging cadence;
+    # in-memory or streamed data train to the same weights).
     skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile"}
-    return json.dumps(config.model_dump(mode="json", exclude=skip), sort_keys=True)
+    exclude = {**dict.fromkeys(skip, True), "dataset": {"in_memory": True}}
+    return json.dumps(config.model_dump(mode="json", exclude=exclude), sort_keys=True)
 
 
 class _MetricsLog:
@@ -156,7 +183,7 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    data = load_images(config.dataset, env)
+    data = open_images(config.dataset, env)
     image_size = data.image_size
     mean, std = (config.augment.mean, config.augment.std)
     if mean is None or std is None:
@@ -204,16 +231,19 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
 
     knn = _KnnMonitor(config, env, image_size, mean, std, device, dtype) if config.knn_monitor else None
     is_main = rank == 0
-    images = _place_images(data, device)
+    images = _place_images(data, device) if isinstance(data, ImageSet) else None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     metrics_log = _MetricsLog(run_dir / METRICS, step, enabled=is_main)
     hooks.on_start(total_steps, {
         "start_step": step, "steps_per_epoch": steps_per_epoch, "num_images": data.num_images,
         "image_size": image_size, "device": str(device), "world_size": world,
+        "in_memory": isinstance(data, ImageSet),
     })
 
     def checkpoint() -> None:
+        if window_steps:  # never save weights a NaN loss has already spoilt
+            _check_finite(loss_sum.item() / window_steps, step)
         if is_main:
             sha = save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -221,7 +251,6 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
             })
             hooks.on_checkpoint(ckpt_path, sha)
 
-    local_batch = config.batch_size // world
     loss_sum = torch.zeros((), device=device)
     window_steps, window_start = 0, time.monotonic()
     last: dict[str, float] = {}
@@ -230,10 +259,8 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
     while step < total_steps and not stopped:
         epoch = step // steps_per_epoch
         epoch_start = time.monotonic()
-        order = epoch_order(data.num_images, config.seed, epoch).to(images.device)
-        for i in range(step % steps_per_epoch, steps_per_epoch):
-            start = i * config.batch_size + rank * local_batch
-            batch = images[order[start:start + local_batch]].to(device, non_blocking=True)
+        for batch in _epoch_batches(data, images, config, epoch, step % steps_per_epoch, rank, world, device):
+            batch = batch.to(device, non_blocking=True)
             # The views of step s depend on (seed, rank, s) alone: resuming needs no RNG state.
             aug_gen.manual_seed((config.seed * 1_000_003 + step) * 1024 + rank)
             loss_sum += step_fn(batch)
@@ -277,20 +304,17 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
     return result
 
 
-def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's image order: a function of (seed, epoch) alone, so a resumed run (and every
-    DDP rank) draws the same order without carrying sampler state."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(num_images, generator=gen)
-
-
-def _read_metrics(loss_sum, window_steps, window_start, batch_size, optimizer, step, steps_per_epoch) -> dict[str, float]:
-    loss = (loss_sum / window_steps).item()  # the one host sync per logging window
+def _check_finite(loss: float, step: int) -> None:
     if not math.isfinite(loss):
         raise UserError(
             f"loss became {loss} by step {step}: training diverged. Lower lr or raise temperature "
             "(a negative DCL/DCLW loss is normal; a NaN/inf is not)"
         )
+
+
+def _read_metrics(loss_sum, window_steps, window_start, batch_size, optimizer, step, steps_per_epoch) -> dict[str, float]:
+    loss = (loss_sum / window_steps).item()  # the one host sync per logging window
+    _check_finite(loss, step)
     elapsed = max(time.monotonic() - window_start, 1e-9)
     return {
         "step": step, "epoch": step / steps_per_epoch, "loss": loss,

@@ -1,4 +1,9 @@
-"""Dependencies the routes share: the store, the settings, who is asking, what they own."""
+"""Dependencies the routes share: the store, the settings, who is asking, what they own.
+
+Each is `async def`: FastAPI runs a plain `def` dependency in its thread pool, and a
+status read would pay one thread hand-off (and a GIL hand-over) per dependency. Only the
+store calls leave the event loop, one `run_in_threadpool` each.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from service.settings import Settings, hash_key
 from service.store import JobStore
@@ -15,15 +21,15 @@ LOCAL_OWNER = "local"
 """The owner of everything while auth is off (no API keys: the embedded, loopback-only mode)."""
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
@@ -35,7 +41,7 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer API_KE
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
 
 
-def current_key(
+async def current_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
@@ -62,16 +68,16 @@ JobId = Annotated[str, Path(min_length=1, max_length=64, description="A job id (
 DatasetId = Annotated[str, Path(min_length=1, max_length=64, description="A dataset id (ds_...).")]
 
 
-def owned_job(job_id: JobId, owner: CurrentKey, store: StoreDep) -> dict:
+async def owned_job(job_id: JobId, owner: CurrentKey, store: StoreDep) -> dict:
     """The job, if it exists and belongs to the caller; 404 otherwise (no existence leak)."""
-    job = store.get_job(job_id, owner)
+    job = await run_in_threadpool(store.get_job, job_id, owner)
     if job is None:
         raise HTTPException(404, f"job {job_id} not found")
     return job
 
 
-def owned_dataset(dataset_id: DatasetId, owner: CurrentKey, store: StoreDep) -> dict:
-    dataset = store.get_dataset(dataset_id, owner)
+async def owned_dataset(dataset_id: DatasetId, owner: CurrentKey, store: StoreDep) -> dict:
+    dataset = await run_in_threadpool(store.get_dataset, dataset_id, owner)
     if dataset is None:
         raise HTTPException(404, f"dataset {dataset_id} not found")
     return dataset

@@ -125,15 +125,15 @@ def list_jobs(owner: CurrentKey, store: StoreDep,
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job: OwnedJob) -> JobPublic:
+async def get_job(job: OwnedJob) -> JobPublic:
     return JobPublic.from_row(job)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
-def get_metrics(job: OwnedJob, store: StoreDep,
-                since: Annotated[int, Query(ge=0, description="Only rows with step > since.")] = 0,
-                limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricsPublic:
-    rows = store.metrics(job["id"], since_step=since, limit=limit)
+async def get_metrics(job: OwnedJob, store: StoreDep,
+                      since: Annotated[int, Query(ge=0, description="Only rows with step > since.")] = 0,
+                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricsPublic:
+    rows = await run_in_threadpool(store.metrics, job["id"], since, limit)
     return MetricsPublic(job_id=job["id"], items=rows, next_since=rows[-1]["step"] if rows else since)
 
 

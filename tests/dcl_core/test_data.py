@@ -306,3 +306,87 @@ def test_channel_stats_on_cuda():
     images = torch.full((8, 3, 4, 4), 51, dtype=torch.uint8, device="cuda")
     mean, std = ImageSet(images, None, None, "test").channel_stats()
     assert mean == pytest.approx((0.2,) * 3) and std == pytest.approx((0.0,) * 3, abs=1e-7)
+
+
+# --------------------------------------------------------------------------- streaming (open_images)
+
+
+def stream(source, **spec):
+    from dcl_core.data import ImageStream, open_images
+
+    env = spec.pop("env", DataEnv())
+    data = open_images(DatasetSpec(source=str(source), in_memory=False, **spec), env)
+    assert isinstance(data, ImageStream)
+    return data
+
+
+def test_should_stream_above_the_decoded_size_limit():
+    from dcl_core.data import IN_MEMORY_MAX_BYTES, should_stream
+
+    limit = 10 * 3 * 16 * 16
+    assert not should_stream(None, 10, 16, max_bytes=limit)
+    assert should_stream(None, 11, 16, max_bytes=limit)
+    assert not should_stream(True, 11, 16, max_bytes=limit) and should_stream(False, 10, 16, max_bytes=limit)
+    assert not should_stream(None, 50_000, 32) and should_stream(None, 1_281_167, 224)  # CIFAR-10, ImageNet
+    assert IN_MEMORY_MAX_BYTES == 4 << 30
+
+
+def test_a_streamed_folder_yields_the_in_memory_images_in_epoch_order(tree):
+    from dcl_core.data import epoch_order
+
+    memory = load(tree)
+    s = stream(tree)
+    assert (s.num_images, s.image_size, s.classes) == (9, 16, ["cat", "dog", "emu"])
+    assert torch.equal(s.labels, memory.labels)
+    order = epoch_order(9, 5, 1)
+    want = memory.images[order[:8]]  # two batches of 4, the last partial one dropped
+    for workers in (0, 2):
+        got = list(s.batches(1, 5, 4, num_workers=workers))
+        assert [b.shape for b in got] == [(4, 3, 16, 16)] * 2 and got[0].dtype == torch.uint8
+        assert torch.equal(torch.cat(got), want)
+    assert torch.equal(torch.cat(list(s.batches(1, 5, 4, skip=1))), want[4:])
+    rank1 = torch.cat(list(s.batches(1, 5, 4, rank=1, world=2)))
+    assert torch.equal(rank1, torch.cat([want[2:4], want[6:8]]))
+    assert s.channel_stats() == memory.channel_stats()
+
+
+def test_a_streamed_archive_keeps_its_extraction_while_the_stream_lives(tree, tmp_path):
+    s = stream(write_zip(tree, tmp_path / "d.zip"), image_size=8)
+    assert s.image_size == 8 and s.root.is_dir()
+    assert torch.cat(list(s.batches(0, 0, 3))).shape == (9, 3, 8, 8)
+
+
+def test_arrays_are_always_in_memory(tmp_path):
+    from dcl_core.data import open_images
+
+    x, y = expected_arrays()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    for source in (tmp_path / "d.npz", "builtin:digits"):
+        assert isinstance(open_images(DatasetSpec(source=str(source), in_memory=False), DataEnv()), ImageSet)
+
+
+def test_streaming_mixed_sizes_needs_image_size(tmp_path):
+    draw((1, 2, 3), 0, size=(16, 16)).save(tmp_path / "a.png")
+    draw((1, 2, 3), 0, size=(20, 20)).save(tmp_path / "b.png")
+    with pytest.raises(UserError, match=r"b\.png is 20x20.*set image_size"):
+        stream(tmp_path)
+    s = stream(tmp_path, image_size=16)
+    assert torch.equal(torch.cat(list(s.batches(0, 0, 2))).sort(dim=0).values,
+                       load(tmp_path, image_size=16).images.sort(dim=0).values)
+
+
+def test_a_corrupt_file_met_while_streaming_is_named_or_replaced(tree):
+    data = (tree / "dog" / "img1.png").read_bytes()
+    (tree / "dog" / "img1.png").write_bytes(data[: len(data) // 2])  # a valid header, truncated pixels
+    (tree / "dog" / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(UserError, match=r"dog/bad\.png.*set skip_corrupt: true"):
+        stream(tree)  # without image_size every header is read up front
+    s = stream(tree, image_size=16)  # with it, nothing is read until a batch needs the file
+    with pytest.raises(UserError, match=r"dog/(bad|img1)\.png.*set skip_corrupt: true"):
+        list(s.batches(0, 0, 10))
+    skipping = stream(tree, skip_corrupt=True)
+    assert skipping.num_images == 9  # bad.png dropped by its header; img1.png is found when decoded
+    memory = load(tree, skip_corrupt=True)
+    assert memory.num_images == 8
+    images = torch.cat(list(skipping.batches(0, 0, 9)))  # img1.png stands in for the next image
+    assert {tuple(im.flatten().tolist()) for im in images} == {tuple(im.flatten().tolist()) for im in memory.images}

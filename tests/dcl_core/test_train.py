@@ -104,8 +104,9 @@ def test_a_diverging_run_fails_with_the_step_and_a_hint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "build_loss", lambda config: NanLoss())
     with pytest.raises(UserError, match=r"diverged.*Lower lr"):
-        fit(tiny(), tmp_path)
+        fit(tiny(log_every_steps=100, checkpoint_every_steps=1), tmp_path)
     assert not (tmp_path / "encoder.safetensors").exists()
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()  # spoilt weights are never checkpointed
 
 
 def test_a_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
@@ -130,6 +131,8 @@ def test_knn_monitor_reports_accuracy_at_epoch_ends(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_run_trains_and_rank_zero_exports(tmp_path):
+    import os
+    import signal
     import subprocess
     import sys
 
@@ -137,11 +140,72 @@ def test_two_process_ddp_run_trains_and_rank_zero_exports(tmp_path):
     config.pop("device")
     (tmp_path / "c.json").write_text(json.dumps(config))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    out = subprocess.run([*torchrun, "-m", "dcl_core.cli", "train", str(tmp_path / "c.json"), "--out", str(tmp_path / "run"), "--quiet"],
-                         capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout)  # rank 0 alone prints
+    cmd = [*torchrun, "-m", "dcl_core.cli", "train", str(tmp_path / "c.json"), "--out", str(tmp_path / "run"), "--quiet"]
+    # Its own process group, so a hang cannot leave the two ranks running after the test.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    report = json.loads(stdout)  # rank 0 alone prints
     meta = json.loads((tmp_path / "run" / "encoder.json").read_text())
     assert report["encoder_sha256"] == meta["sha256"]
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 8  # 256 images / global batch 32
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """64 generated 16 px PNGs in two class folders (lossless: both data paths decode alike)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for c in range(2):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(32):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            pixels[4:12, 4:12] = (200, 40 + 150 * c, 40)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def streamed(folder, in_memory, **overrides):
+    dataset = {"source": str(folder), "in_memory": in_memory}
+    return tiny(dataset=dataset, batch_size=16, **overrides)
+
+
+def test_streamed_and_in_memory_folders_train_to_the_same_weights(tmp_path, folder):
+    runs = {}
+    for in_memory in (True, False):
+        hooks = Recorder()
+        fit(streamed(folder, in_memory), tmp_path / str(in_memory), hooks)
+        assert hooks.start[1]["in_memory"] is in_memory and hooks.start[0] == 8
+        runs[in_memory] = _weights(tmp_path / str(in_memory))
+    for key in runs[True]:
+        assert torch.equal(runs[True][key], runs[False][key]), key
+
+
+def test_a_stopped_streaming_run_resumes_to_the_same_weights(tmp_path, folder):
+    fit(streamed(folder, False), tmp_path / "full")
+    part = tmp_path / "part"
+    stopped = fit(streamed(folder, False), part, Recorder(stop_at=3))  # mid-epoch: 4 steps an epoch
+    assert stopped.stopped and stopped.steps == 3
+    hooks = Recorder()
+    fit(streamed(folder, False), part, hooks)
+    assert hooks.start[1]["start_step"] == 3
+    a, b = _weights(tmp_path / "full"), _weights(part)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_streamed_run_resumes_in_memory(tmp_path, folder):
+    """in_memory does not change the run's math, so a checkpoint carries over either way."""
+    fit(streamed(folder, False), tmp_path, Recorder(stop_at=2))
+    hooks = Recorder()
+    fit(streamed(folder, True), tmp_path, hooks)
+    assert hooks.start[1]["start_step"] == 2 and hooks.steps[-1] == 8

@@ -17,11 +17,13 @@ from tests.integration.helpers import service_stack, wait_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(240)]
 
-STEPS_PER_EPOCH = 10
+STEPS_PER_EPOCH = 100
 RESUMABLE = {
     "encoder": "convnet_small",
-    "dataset": {"source": "builtin:digits", "image_size": 16, "max_images": 320},
-    "batch_size": 32,  # 320 // 32 = 10 steps an epoch
+    "dataset": {"source": "builtin:digits", "image_size": 16, "max_images": 800},
+    # 800 // 8 = 100 short steps an epoch: epoch 2 lasts seconds, so the test polling every
+    # 0.2 s finds the job inside it whatever the machine's speed.
+    "batch_size": 8,
     "epochs": 3,
     "lr": 0.05,
     "device": "cpu",
@@ -49,7 +51,7 @@ def assert_resumed_from_epoch_one_checkpoint(client, job_id: str) -> dict:
     total = 3 * STEPS_PER_EPOCH
     assert [r["step"] for r in rows] == list(range(1, total + 1))  # none missing, none twice
     second = [r["step"] for r in rows if r["attempt"] == 2]
-    # Resumed from the checkpoint at the end of epoch 1 (step 10), not from step 0; the
+    # Resumed from the checkpoint at the end of epoch 1 (step 100), not from step 0; the
     # steps the dead worker had done past it were recomputed and replaced.
     assert second == list(range(STEPS_PER_EPOCH + 1, total + 1))
     assert {r["attempt"] for r in rows if r["step"] <= STEPS_PER_EPOCH} == {1}
