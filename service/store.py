@@ -34,6 +34,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -140,6 +141,18 @@ workers = Table(
 )
 
 
+# The reads behind status and metrics polls, built once: composing a select and its cache
+# key on every call costs more than SQLite takes to answer it.
+JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
+JOB_BY_ID_AND_OWNER = JOB_BY_ID.where(jobs.c.owner == bindparam("owner"))
+JOB_ID_OF_OWNER = select(jobs.c.id).where(jobs.c.id == bindparam("job_id"), jobs.c.owner == bindparam("owner"))
+METRICS_SINCE = (
+    select(metrics.c.step, metrics.c.attempt, metrics.c["values"])
+    .where(metrics.c.job_id == bindparam("job_id"), metrics.c.step > bindparam("since"))
+    .order_by(metrics.c.step).limit(bindparam("limit"))
+)
+
+
 def json_safe(value: Any) -> Any:
     """NaN and infinities become None: they are not JSON (PostgreSQL refuses them)."""
     if isinstance(value, float):
@@ -229,12 +242,16 @@ class JobStore:
         return self.get_job(row["id"])  # type: ignore[return-value]
 
     def get_job(self, job_id: str, owner: str | None = None) -> dict | None:
-        query = select(jobs).where(jobs.c.id == job_id)
-        if owner is not None:
-            query = query.where(jobs.c.owner == owner)
+        query, params = (JOB_BY_ID, {"job_id": job_id}) if owner is None else \
+            (JOB_BY_ID_AND_OWNER, {"job_id": job_id, "owner": owner})
         with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(query, params).mappings().first()
         return dict(row) if row is not None else None
+
+    def owns_job(self, job_id: str, owner: str) -> bool:
+        """Whether the job exists and is `owner`'s; reads the id only (no JSON to decode)."""
+        with self.engine.connect() as conn:
+            return conn.execute(JOB_ID_OF_OWNER, {"job_id": job_id, "owner": owner}).first() is not None
 
     def list_jobs(
         self,
@@ -377,8 +394,11 @@ class JobStore:
                 self._put_artifacts(conn, job_id, artifacts_)
         return bool(done)
 
-    def fail(self, job_id: str, worker: str | None, message: str) -> bool:
-        """-> failed with `message`. `worker=None` (the reconciler) fails it whoever holds it."""
+    def fail(
+        self, job_id: str, worker: str | None, message: str, artifacts_: Iterable[tuple[str, int, str]] = ()
+    ) -> bool:
+        """-> failed with `message` (and what it leaves, e.g. its last checkpoint). `worker=None`
+        (the reconciler) fails it whoever holds it."""
         where = [jobs.c.id == job_id, jobs.c.status.in_(ACTIVE)]
         if worker is not None:
             where += [jobs.c.worker == worker, jobs.c.status == "running"]
@@ -387,6 +407,8 @@ class JobStore:
                 update(jobs).where(*where)
                 .values(status="failed", error=message, finished_at=utcnow(), lease_expires_at=None)
             ).rowcount
+            if done:
+                self._put_artifacts(conn, job_id, artifacts_)
         return bool(done)
 
     def cancel(self, job_id: str, owner: str | None = None) -> dict | None:
@@ -411,8 +433,11 @@ class JobStore:
             ).first()
         return row is None or bool(row.cancel_requested) or row.status == "cancelled"
 
-    def mark_cancelled(self, job_id: str, worker: str | None) -> bool:
-        """running -> cancelled (the worker stopped after a cancel request)."""
+    def mark_cancelled(
+        self, job_id: str, worker: str | None, artifacts_: Iterable[tuple[str, int, str]] = ()
+    ) -> bool:
+        """running -> cancelled (the worker stopped after a cancel request), with what the job
+        leaves (its last checkpoint) listed in the same transaction."""
         where = [jobs.c.id == job_id, jobs.c.status.in_(ACTIVE)]
         if worker is not None:
             where.append(jobs.c.worker == worker)
@@ -421,6 +446,8 @@ class JobStore:
                 update(jobs).where(*where)
                 .values(status="cancelled", finished_at=utcnow(), lease_expires_at=None)
             ).rowcount
+            if done:
+                self._put_artifacts(conn, job_id, artifacts_)
         return bool(done)
 
     def mark_enqueued(self, job_id: str) -> None:
@@ -459,11 +486,7 @@ class JobStore:
     def metrics(self, job_id: str, since_step: int = 0, limit: int = 10_000) -> list[dict]:
         """Rows with step > since_step, by step: `{"step", "attempt", **values}`."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(metrics.c.step, metrics.c.attempt, metrics.c["values"])
-                .where(metrics.c.job_id == job_id, metrics.c.step > since_step)
-                .order_by(metrics.c.step).limit(limit)
-            ).all()
+            rows = conn.execute(METRICS_SINCE, {"job_id": job_id, "since": since_step, "limit": limit}).all()
         return [{"step": r.step, "attempt": r.attempt, **(r._mapping["values"] or {})} for r in rows]
 
     # ---- artifacts --------------------------------------------------------------------

@@ -11,8 +11,10 @@ nothing at all (that worker owns the job now).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -82,6 +84,67 @@ def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
     return artifacts
 
 
+CHECKPOINT_ARTIFACT = "checkpoint.pt"
+"""A stopped run's resumable state, listed and served like its other files."""
+
+
+def publish_checkpoint(run_dir: Path) -> list[tuple[str, int, str]]:
+    """Put the run's `checkpoints/last.pt` at the top of the run dir as `checkpoint.pt` (where
+    the API serves a job's artifacts from, by name) and return its (name, size, sha256); [] when
+    the run wrote no checkpoint.
+
+    A hard link: no copy of a checkpoint that may be gigabytes, and the engine only ever
+    replaces last.pt by a rename, never rewrites it in place, so the served bytes keep matching
+    their sha256. A copy where the file system has no hard links."""
+    source = run_dir / "checkpoints" / "last.pt"
+    if not source.is_file():
+        return []
+    target = run_dir / CHECKPOINT_ARTIFACT
+    partial = run_dir / f".{CHECKPOINT_ARTIFACT}.tmp"  # hidden: never listed as an artifact
+    try:
+        partial.unlink(missing_ok=True)
+        try:
+            os.link(source, partial)
+        except OSError:
+            shutil.copyfile(source, partial)
+        os.replace(partial, target)
+        return [(CHECKPOINT_ARTIFACT, target.stat().st_size, sha256_file(target))]
+    except OSError:  # the job still ends as it should; the checkpoint stays in checkpoints/
+        log.warning("could not publish %s as %s", source, CHECKPOINT_ARTIFACT, exc_info=True)
+        partial.unlink(missing_ok=True)
+        return []
+
+
+DISK_PROBLEMS = {
+    errno.ENOSPC: ("no space left on the", "free space there and resubmit the job"),
+    errno.EDQUOT: ("disk quota exceeded on the", "free space there or raise the quota, then resubmit the job"),
+    errno.EROFS: ("cannot write to the read-only", "mount it read-write and resubmit the job"),
+}
+
+
+def disk_message(exc: OSError, settings) -> str | None:
+    """What to do about a full, over-quota or read-only volume, naming the volume by the setting
+    that points at it and the file being written; None for any other OSError."""
+    problem = DISK_PROBLEMS.get(exc.errno)
+    if problem is None:
+        return None
+    written = exc.filename2 or exc.filename  # os.replace(src, dst) names the destination second
+    volumes = [
+        ("artifact volume", "DCL_ARTIFACTS_DIR", settings.artifacts_dir),
+        ("cache volume", "DCL_CACHE_DIR", settings.cache_dir),
+        ("dataset volume", "DCL_DATASETS_DIR", settings.datasets_dir),
+        ("data volume", "DCL_DATA_DIR", settings.data_dir),
+    ]
+    path = Path(os.path.abspath(os.fsdecode(written))) if written else None
+    name, variable, root = next(
+        (v for v in volumes if path and v[2] and path.is_relative_to(os.path.abspath(v[2]))), volumes[0]
+    )
+    what, fix = problem
+    target = f" while writing {path}" if path else ""
+    return (f"{what} {name} ({variable}={root}){target}: {fix}. Files are written whole or not at all, "
+            "so nothing truncated was kept")
+
+
 def _error_message(exc: BaseException) -> str:
     message = f"{type(exc).__name__}: {exc} (see worker log)"
     return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."
@@ -122,6 +185,9 @@ def execute_job(job_id: str, *, store, settings, worker: str) -> str:
         except UserError as exc:
             log.info("job %s failed: %s", job_id, exc)
             return _end_failed(store, job_id, worker, hooks, _user_message(exc))
+        except OSError as exc:
+            log.exception("job %s failed writing or reading a file", job_id)
+            return _end_failed(store, job_id, worker, hooks, disk_message(exc, settings) or _error_message(exc))
         except Exception as exc:
             log.exception("job %s failed with an unexpected error", job_id)
             return _end_failed(store, job_id, worker, hooks, _error_message(exc))
@@ -131,14 +197,14 @@ def execute_job(job_id: str, *, store, settings, worker: str) -> str:
         log.warning("job %s: lease lost, leaving the job to its new holder", job_id)
         return "lost"
     if reason == STOP_CANCELLED:
-        store.mark_cancelled(job_id, worker)
+        store.mark_cancelled(job_id, worker, publish_checkpoint(run_dir))
         log.info("job %s cancelled at step %s", job_id, hooks.step)
         return "cancelled"
     if reason == STOP_TIMEOUT:
         message = (f"the job ran past its maximum run time of {limit:g} s "
                    "(config.max_runtime_s or the server's DCL_MAX_JOB_RUNTIME_S); stopped at step "
                    f"{hooks.step}; its last checkpoint is kept")
-        store.fail(job_id, worker, message)
+        store.fail(job_id, worker, message, publish_checkpoint(run_dir))
         return "failed"
     if outcome.stopped:  # stopped, but not by us: treat it as a failure rather than a success
         store.fail(job_id, worker, "the engine stopped before the end without a reason (see worker log)")

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dcl_core.config import DatasetSpec, JobSpec
 from dcl_core.files import sha256_file
-from service.deps import CeleryDep, CurrentKey, FieldError, OwnedJob, SettingsDep, StoreDep, too_many
+from service.deps import CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many
 from service.queue import enqueue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.store import TERMINAL, JobStore
@@ -129,12 +129,20 @@ async def get_job(job: OwnedJob) -> JobPublic:
     return JobPublic.from_row(job)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
-async def get_metrics(job: OwnedJob, store: StoreDep,
+def owned_metrics(store: JobStore, job_id: str, owner: str, since: int, limit: int) -> list[dict]:
+    """The job's metrics rows, 404 when it is not the caller's: one trip to the thread pool, and
+    the ownership check reads the job's id only (a poll every second must not decode its spec)."""
+    if not store.owns_job(job_id, owner):
+        raise HTTPException(404, f"job {job_id} not found")
+    return store.metrics(job_id, since_step=since, limit=limit)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses={404: {"description": "No such job"}})
+async def get_metrics(job_id: JobId, owner: CurrentKey, store: StoreDep,
                       since: Annotated[int, Query(ge=0, description="Only rows with step > since.")] = 0,
                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricsPublic:
-    rows = await run_in_threadpool(store.metrics, job["id"], since, limit)
-    return MetricsPublic(job_id=job["id"], items=rows, next_since=rows[-1]["step"] if rows else since)
+    rows = await run_in_threadpool(owned_metrics, store, job_id, owner, since, limit)
+    return MetricsPublic(job_id=job_id, items=rows, next_since=rows[-1]["step"] if rows else since)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses={409: {"description": "Already finished"}})
@@ -176,14 +184,17 @@ async def job_events(
     )
 
 
+def _job_and_metrics(store: JobStore, job_id: str, since: int) -> tuple[dict | None, list[dict]]:
+    return store.get_job(job_id), store.metrics(job_id, since_step=since, limit=1000)
+
+
 async def _events(job_id: str, cursor: int, request: Request, store: JobStore,
                   poll_s: float, keepalive_s: float, max_s: float) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     last_state = None
     last_sent = started = time.monotonic()
     while time.monotonic() - started < max_s:  # then the client reconnects (Last-Event-ID)
-        job = await run_in_threadpool(store.get_job, job_id)
-        rows = await run_in_threadpool(store.metrics, job_id, cursor, 1000)
+        job, rows = await run_in_threadpool(_job_and_metrics, store, job_id, cursor)
         if job is None:  # deleted underneath us
             yield sse("end", {"detail": f"job {job_id} not found"})
             return

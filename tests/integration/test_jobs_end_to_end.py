@@ -157,8 +157,15 @@ def test_cancel_stops_a_running_job_and_frees_the_worker(stack, pretrained):
         cancelled = wait_job(client, running["id"], timeout_s=30)
         assert cancelled["status"] == "cancelled", (cancelled, stack.logs())
         assert cancelled["progress"]["step"] < cancelled["progress"]["total_steps"]
-        # Its last checkpoint is kept (a resubmission of the same run could resume from it).
-        assert (stack.data_dir / "artifacts" / running["id"] / "checkpoints" / "last.pt").is_file()
+        # Its last checkpoint is kept and listed, and downloads whole (checked against its sha256).
+        last = (stack.data_dir / "artifacts" / running["id"] / "checkpoints" / "last.pt").read_bytes()
+        listed = {a["name"]: a for a in client.get(f"/v1/jobs/{running['id']}/artifacts").json()["items"]}
+        assert listed["checkpoint.pt"]["sha256"] == sha256_hex(last), stack.logs()
+        assert listed["checkpoint.pt"]["size"] == len(last)
+        download = client.get(listed["checkpoint.pt"]["url"])
+        assert download.status_code == 200
+        assert download.content == last
+        assert client.get(f"/v1/jobs/{running['id']}/artifacts/last.pt").status_code == 404
 
         # The worker is free: the next job runs to the end.
         embed = {"type": "embed", "encoder_job": pretrained["job"]["id"],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 
 import pytest
 from sqlalchemy import update
@@ -18,7 +20,7 @@ from tests.worker.conftest import (
     wait_until,
 )
 from worker import engine
-from worker.tasks import execute_job, list_artifacts, runtime_limit_s
+from worker.tasks import disk_message, execute_job, list_artifacts, publish_checkpoint, runtime_limit_s
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +130,46 @@ def test_an_unexpected_error_fails_the_job_with_its_class_and_a_log_pointer(stor
     assert store.get_job(job["id"])["error"] == "RuntimeError: disk on fire (see worker log)"
 
 
+def test_a_full_artifact_volume_fails_the_job_and_never_leaves_a_truncated_encoder(store, settings, monkeypatch):
+    """The real task, engine and store; only the final rename of encoder.safetensors fails, the
+    way a write(2) on a full disk does (ENOSPC, no file name)."""
+    real_replace = os.replace
+
+    def full_disk(src, dst, *args, **kwargs):
+        if os.fspath(dst).endswith("encoder.safetensors"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    job = store.create_job("me", "pretrain", pretrain_spec())
+    assert run(job["id"], store, settings) == "failed"
+
+    error = store.get_job(job["id"])["error"]
+    run_dir = settings.artifacts_dir / job["id"]
+    assert error.startswith(f"no space left on the artifact volume (DCL_ARTIFACTS_DIR={settings.artifacts_dir})")
+    assert f"while writing {run_dir / 'encoder.safetensors'}" in error
+    assert "free space there and resubmit the job" in error
+    assert store.artifacts(job["id"]) == []
+    assert not (run_dir / "encoder.safetensors").exists()
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no half-written temporary
+
+
+@pytest.mark.parametrize("code, start, fix", [
+    (errno.EDQUOT, "disk quota exceeded on the cache volume", "raise the quota"),
+    (errno.EROFS, "cannot write to the read-only cache volume", "mount it read-write"),
+])
+def test_disk_errors_name_the_volume_by_its_setting_and_say_what_to_do(tmp_path, code, start, fix):
+    settings = make_settings(tmp_path / "data")
+    written = settings.cache_dir / "digits.npz"
+    message = disk_message(OSError(code, os.strerror(code), str(written)), settings)
+    assert message.startswith(f"{start} (DCL_CACHE_DIR={settings.cache_dir}) while writing {written}: ")
+    assert fix in message
+    # No file name (a failed write): the artifact volume, where jobs write; other errors: not a disk problem.
+    assert disk_message(OSError(errno.ENOSPC, "full"), settings).startswith(
+        f"no space left on the artifact volume (DCL_ARTIFACTS_DIR={settings.artifacts_dir}): ")
+    assert disk_message(OSError(errno.EACCES, "denied", str(written)), settings) is None
+
+
 def test_a_cancel_request_stops_a_running_job_within_a_step(store, settings):
     job = store.create_job("me", "pretrain", pretrain_spec(long_config()))
     thread = JobThread(job["id"], store, settings)
@@ -138,8 +180,14 @@ def test_a_cancel_request_stops_a_running_job_within_a_step(store, settings):
     cancelled = store.get_job(job["id"])
     assert cancelled["status"] == "cancelled"
     assert cancelled["step"] < cancelled["total_steps"]
-    assert (settings.artifacts_dir / job["id"] / "checkpoints" / "last.pt").is_file()
-    assert not (settings.artifacts_dir / job["id"] / "encoder.safetensors").exists()
+    run_dir = settings.artifacts_dir / job["id"]
+    assert not (run_dir / "encoder.safetensors").exists()
+    # Its last checkpoint is listed, with the sha256 of the bytes the API would serve.
+    last = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    [artifact] = store.artifacts(job["id"])
+    assert (artifact["name"], artifact["size"], artifact["sha256"]) == (
+        "checkpoint.pt", len(last), hashlib.sha256(last).hexdigest())
+    assert (run_dir / "checkpoint.pt").read_bytes() == last
 
 
 def test_the_server_run_time_cap_fails_the_job_with_that_reason(tmp_path):
@@ -151,6 +199,7 @@ def test_the_server_run_time_cap_fails_the_job_with_that_reason(tmp_path):
     assert run(job["id"], store, settings) == "failed"
     error = store.get_job(job["id"])["error"]
     assert "maximum run time of 1 s" in error and "DCL_MAX_JOB_RUNTIME_S" in error
+    assert [a["name"] for a in store.artifacts(job["id"])] == ["checkpoint.pt"]  # "its last checkpoint is kept"
 
 
 def test_the_job_run_time_limit_fails_the_job_with_that_reason(store, settings):
@@ -193,6 +242,14 @@ def test_a_worker_that_lost_its_lease_stops_and_the_next_one_resumes_from_the_ch
     resumed = [r["step"] for r in rows if r["attempt"] == 2]
     assert resumed[0] == checkpoint_step + 1  # not from step 1
     assert resumed == list(range(checkpoint_step + 1, done["total_steps"] + 1))
+
+
+def test_publish_checkpoint_serves_last_pt_by_a_plain_name_in_the_run_dir(tmp_path):
+    assert publish_checkpoint(tmp_path) == []  # no checkpoint written yet
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"state")
+    assert publish_checkpoint(tmp_path) == [("checkpoint.pt", 5, hashlib.sha256(b"state").hexdigest())]
+    assert list_artifacts(tmp_path) == publish_checkpoint(tmp_path)  # listed like any top-level file
 
 
 def test_list_artifacts_skips_folders_and_hidden_temporaries(tmp_path):
