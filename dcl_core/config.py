@@ -7,9 +7,11 @@ can start from; invalid values and combinations are rejected with the field name
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dcl_core.methods import MethodName
 
 ENCODERS = ("resnet18", "resnet34", "resnet50", "convnet_small")
 TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "SVHN")
@@ -136,6 +138,15 @@ class KnnMonitorConfig(Strict):
     every_epochs: int = Field(default=1, ge=1)
 
 
+class EvaluateConfig(Strict):
+    """Score the encoder when its training ends, in the same job (`dcl_core.probe`): the test
+    split's top-1 accuracy of a linear probe (`logistic`), a weighted kNN (`knn`) or `both`."""
+
+    train: DatasetSpec
+    test: DatasetSpec
+    classifier: Literal["logistic", "knn", "both"] = "logistic"
+
+
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -143,7 +154,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 class TrainConfig(Strict):
     """A pretraining run. Defaults follow the DCL paper's CIFAR-10 set-up (Yeh et al. 2021)."""
 
-    method: Literal["dcl", "dclw", "simclr"] = "dcl"
+    method: MethodName = "dcl"
     dataset: DatasetSpec = DatasetSpec(source="builtin:digits")
     encoder: Literal["resnet18", "resnet34", "resnet50", "convnet_small"] = "resnet18"
     small_stem: bool | None = Field(
@@ -172,6 +183,10 @@ class TrainConfig(Strict):
 
     augment: AugmentConfig = AugmentConfig()
     knn_monitor: KnnMonitorConfig | None = None
+    evaluate: EvaluateConfig | None = Field(
+        default=None, description="Score the encoder on labelled data when training ends (scores in the "
+        "job's result and in encoder.json).",
+    )
 
     seed: int = Field(default=0, ge=0)
     device: Device = "auto"
@@ -226,7 +241,7 @@ class EmbedConfig(Strict):
     precision: Precision = "auto"
 
 
-# The API's job requests: one schema family, discriminated by `type`.
+# The API's job requests, one model a type; `dcl_core.jobtypes` registers them (and JobSpec).
 class PretrainJob(Strict):
     type: Literal["pretrain"] = "pretrain"
     config: TrainConfig = TrainConfig()
@@ -241,5 +256,3 @@ class EmbedJob(EmbedConfig):
     type: Literal["embed"] = "embed"
     encoder_job: str = Field(min_length=1, max_length=64)
 
-
-JobSpec = Annotated[Union[PretrainJob, ProbeJob, EmbedJob], Field(discriminator="type")]

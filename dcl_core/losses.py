@@ -203,12 +203,13 @@ class NTXentLoss(_ContrastiveLoss):
 
 
 def build_loss(config: "TrainConfig") -> nn.Module:
-    """The loss for `config.method` ("dcl", "dclw", "simclr") with the config's temperature and
-    sigma; gathers negatives across ranks when training is distributed."""
-    if config.method == "dcl":
-        return DCLLoss(temperature=config.temperature, gather_distributed=True)
-    if config.method == "dclw":
-        return DCLWLoss(temperature=config.temperature, sigma=config.sigma, gather_distributed=True)
-    if config.method == "simclr":
-        return NTXentLoss(temperature=config.temperature, gather_distributed=True)
-    raise UserError(f"unknown method {config.method!r}; choose one of ['dcl', 'dclw', 'simclr']")
+    """The loss of `config.method` (an entry of `dcl_core.methods.METHODS`) with the config's
+    options (temperature, sigma); gathers negatives across ranks when training is distributed."""
+    from dcl_core.lazy import load
+    from dcl_core.methods import METHODS
+
+    method = METHODS.get(config.method)
+    if method is None:
+        raise UserError(f"unknown method {config.method!r}; choose one of {sorted(METHODS)}")
+    options = {name: getattr(config, name) for name in method.options}
+    return load(method.loss)(**options, gather_distributed=True)

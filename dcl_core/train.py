@@ -113,7 +113,7 @@ def _epoch_batches(data: ImageSet | ImageStream, images: torch.Tensor | None, co
 def _config_fingerprint(config: TrainConfig) -> str:
     # Fields that do not change the run's math may differ on resume (e.g. logging cadence;
     # in-memory or streamed data train to the same weights).
-    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile"}
+    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile", "evaluate"}
     exclude = {**dict.fromkeys(skip, True), "dataset": {"in_memory": True}}
     return json.dumps(config.model_dump(mode="json", exclude=exclude), sort_keys=True)
 

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from dcl_core.errors import UserError
+from dcl_core.jobtypes import JOB_TYPES
 from service.deps import FieldError
 from service.queue import make_celery
 from service.routes import datasets, health, jobs
@@ -25,8 +26,6 @@ from service.settings import Settings, get_settings
 from service.store import JobStore
 
 log = logging.getLogger("service")
-
-JOB_TYPES = ("pretrain", "linear_probe", "embed")
 
 
 def field_path(loc: tuple | list) -> str:

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-JOB_TYPES = ("pretrain", "linear_probe", "embed")
+from dcl_core.jobtypes import JOB_TYPES
 
 
 def register(subparsers) -> None:
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 
     p = client_parser("submit", "submit a job from a JSON/YAML file; prints the job id")
     p.add_argument("config", help="a job ({\"type\": ..., ...}) or a bare TrainConfig (then --type pretrain)")
-    p.add_argument("--type", choices=JOB_TYPES, default="pretrain", help="job type when the file has none")
+    p.add_argument("--type", choices=sorted(JOB_TYPES), default="pretrain", help="job type when the file has none")
     p.add_argument("--wait", action="store_true", help="then follow it like `dcl wait`")
     p.set_defaults(func=cmd_submit)
 
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
 
     p = client_parser("jobs", "list your jobs")
     p.add_argument("--status", default=None)
-    p.add_argument("--type", default=None, choices=JOB_TYPES)
+    p.add_argument("--type", default=None, choices=sorted(JOB_TYPES))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)

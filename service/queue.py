@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from dcl_core.jobtypes import JOB_TYPES
 from service.settings import Settings, get_settings
 
 RUN_JOB = "dcl.run_job"
@@ -62,10 +63,15 @@ def default_app() -> Celery:
     return make_celery(get_settings())
 
 
-def queue_for(spec: dict, settings: Settings) -> str:
-    """Jobs asking for the CPU go to the cpu queue, everything else to the gpu queue."""
-    config = spec.get("config", spec)
-    return settings.cpu_queue if str(config.get("device", "auto")) == "cpu" else settings.gpu_queue
+def queue_for(spec: dict, settings: Settings) -> str | None:
+    """The queue a stored job spec goes to, by its type's queue rule (`dcl_core.jobtypes`):
+    jobs asking for the CPU go to the cpu queue, the others to the gpu queue; None for a
+    type that is never queued (a sweep: its children are)."""
+    kind = JOB_TYPES.get(spec.get("type", "pretrain"))
+    where = kind.queue(spec) if kind is not None and kind.queue is not None else None
+    if where is None:
+        return None
+    return settings.cpu_queue if where == "cpu" else settings.gpu_queue
 
 
 def enqueue(job_id: str, queue: str, app: Celery | None = None) -> None:

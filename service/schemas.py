@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from dcl_core.jobtypes import JobTypeName
 from service.store import utcnow
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobType = Literal["pretrain", "linear_probe", "embed"]
+JobType = JobTypeName
 
 
 class Progress(BaseModel):

@@ -1,6 +1,6 @@
 """What each job type runs: one function per `type`, called in the pool's child process.
 
-`RUNNERS` maps a job's `type` to a function `(spec, run_dir, env, hooks, settings) ->
+`RUNNERS` maps a job's `type` (its `runner` in `dcl_core.jobtypes`) to a function `(spec, run_dir, env, hooks, settings) ->
 EngineOutcome`. dcl_core (and so torch) is imported inside the functions only.
 """
 
@@ -129,8 +129,12 @@ def preload() -> dict[str, Any]:
 
 Runner = Callable[[dict, Path, Any, Any, Any], EngineOutcome]
 
-RUNNERS: dict[str, Runner] = {
-    "pretrain": run_pretrain,
-    "linear_probe": run_linear_probe,
-    "embed": run_embed,
-}
+def _runners() -> dict[str, Runner]:
+    from dcl_core.jobtypes import JOB_TYPES
+    from dcl_core.lazy import load
+
+    return {name: load(kind.runner) for name, kind in JOB_TYPES.items() if kind.runner is not None}
+
+
+RUNNERS: dict[str, Runner] = _runners()
+"""Job type -> runner, from the job type registry (`dcl_core.jobtypes`)."""

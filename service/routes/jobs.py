@@ -17,7 +17,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from dcl_core.config import DatasetSpec, JobSpec
+from dcl_core.config import DatasetSpec
+from dcl_core.jobtypes import JobSpec
 from dcl_core.files import sha256_file
 from service.deps import CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many
 from service.queue import enqueue, queue_for

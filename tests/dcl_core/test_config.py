@@ -4,7 +4,8 @@ import sys
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from dcl_core.config import DatasetSpec, JobSpec, TrainConfig
+from dcl_core.config import DatasetSpec, TrainConfig
+from dcl_core.jobtypes import JobSpec
 
 
 def _error_fields(exc: ValidationError) -> set[str]:
