@@ -45,7 +45,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.types import TypeDecorator
 
 ACTIVE = ("queued", "running")
@@ -98,6 +97,8 @@ jobs = Table(
     Column("latest_metrics", JSON, nullable=True),
     Column("result", JSON, nullable=True),
     Column("error", Text, nullable=True),
+    # A child's parent (a sweep's members); added by migration 0002.
+    Column("parent_id", String(64), nullable=True, index=True),
 )
 
 metrics = Table(
@@ -208,11 +209,10 @@ class JobStore:
             self.create_tables()
 
     def create_tables(self) -> None:
-        try:
-            metadata.create_all(self.engine)
-        except (OperationalError, ProgrammingError, IntegrityError):
-            # Another process (the API, a worker) created them at the same moment.
-            metadata.create_all(self.engine)
+        """Create the tables, or bring them to the newest schema (Alembic, under a lock)."""
+        from service.migrations import upgrade
+
+        upgrade(self.engine, self.schema)
 
     def drop(self) -> None:
         """Drop the tables (or the whole schema); for tests."""
@@ -221,6 +221,8 @@ class JobStore:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
         else:
             metadata.drop_all(self.engine)
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
 
     def dispose(self) -> None:
         self.engine.dispose()

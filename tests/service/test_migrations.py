@@ -1,0 +1,136 @@
+"""Schema migrations: a job store made by the release before them (0.1.0, no Alembic) is
+upgraded in place at start, its rows intact, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from datetime import datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text,
+    UniqueConstraint, create_engine, insert, inspect,
+)
+
+from service import migrations
+from service.store import JobStore, metadata
+
+# The tables exactly as release 0.1.0's service/store.py created them (metadata.create_all).
+RELEASE_0_1 = MetaData()
+Table("jobs", RELEASE_0_1,
+      Column("id", String(64), primary_key=True), Column("owner", String(64), nullable=False, index=True),
+      Column("type", String(32), nullable=False), Column("status", String(16), nullable=False, index=True),
+      Column("spec", JSON, nullable=False), Column("queue", String(64)),
+      Column("created_at", DateTime, nullable=False), Column("enqueued_at", DateTime),
+      Column("started_at", DateTime), Column("finished_at", DateTime), Column("worker", String(255)),
+      Column("attempts", Integer, nullable=False, default=0), Column("lease_expires_at", DateTime),
+      Column("heartbeat_at", DateTime), Column("cancel_requested", Boolean, nullable=False, default=False),
+      Column("step", Integer, nullable=False, default=0), Column("total_steps", Integer),
+      Column("epoch", Float), Column("latest_metrics", JSON), Column("result", JSON), Column("error", Text))
+Table("metrics", RELEASE_0_1,
+      Column("job_id", String(64), nullable=False, index=True), Column("step", Integer, nullable=False),
+      Column("attempt", Integer, nullable=False, default=1), Column("values", JSON, nullable=False),
+      UniqueConstraint("job_id", "step", name="uq_metrics_job_step"))
+Table("datasets", RELEASE_0_1,
+      Column("id", String(64), primary_key=True), Column("owner", String(64), nullable=False, index=True),
+      Column("name", String(255), nullable=False), Column("summary", JSON, nullable=False),
+      Column("bytes", BigInteger, nullable=False), Column("created_at", DateTime, nullable=False))
+Table("artifacts", RELEASE_0_1,
+      Column("job_id", String(64), nullable=False, index=True), Column("name", String(255), nullable=False),
+      Column("size", BigInteger, nullable=False), Column("sha256", String(64), nullable=False),
+      Column("created_at", DateTime, nullable=False),
+      UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"))
+Table("workers", RELEASE_0_1,
+      Column("name", String(255), primary_key=True), Column("info", JSON),
+      Column("seen_at", DateTime, nullable=False))
+
+NOW = datetime(2026, 11, 1, 12, 0, 0)
+JOB = dict(id="job_0123456789abcdef", owner="alice", type="pretrain", status="succeeded",
+           spec={"type": "pretrain", "config": {"method": "dcl", "batch_size": 64}}, queue="gpu",
+           created_at=NOW, enqueued_at=NOW, started_at=NOW, finished_at=NOW, worker="w/1", attempts=2,
+           cancel_requested=False, step=30, total_steps=30, epoch=1.0, latest_metrics={"step": 30, "loss": -1.5},
+           result={"final_metrics": {"loss": -1.5}, "steps": 30}, error=None)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def old_database(request, tmp_path):
+    """(url, schema) of a job store made by release 0.1.0, with a job, its metrics, an
+    artifact and a dataset in it."""
+    if request.param == "sqlite":
+        url, schema = f"sqlite:///{tmp_path}/old.db", None
+        engine = create_engine(url)
+    else:
+        url, schema = request.getfixturevalue("postgres_url"), f"sweep_migration_{secrets.token_hex(4)}"
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    tables = RELEASE_0_1.tables
+    RELEASE_0_1.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(tables["jobs"]).values(**JOB))
+        conn.execute(insert(tables["metrics"]).values(
+            [{"job_id": JOB["id"], "step": s, "attempt": 1, "values": {"loss": -s / 20}} for s in (10, 20, 30)]))
+        conn.execute(insert(tables["artifacts"]).values(
+            job_id=JOB["id"], name="encoder.json", size=12, sha256="ab" * 32, created_at=NOW))
+        conn.execute(insert(tables["datasets"]).values(
+            id="ds_0123456789abcdef", owner="alice", name="pets.zip", summary={"num_images": 6}, bytes=1234,
+            created_at=NOW))
+    engine.dispose()
+    yield url, schema
+    if schema is not None:
+        JobStore(url, schema=schema, create=False).drop()
+
+
+def test_a_release_0_1_store_is_upgraded_with_its_rows_intact(old_database):
+    url, schema = old_database
+    store = JobStore(url, schema=schema)  # what the API and the worker do at start
+    try:
+        job = store.get_job(JOB["id"], "alice")
+        for key in ("owner", "type", "status", "spec", "attempts", "step", "total_steps", "latest_metrics", "result"):
+            assert job[key] == JOB[key], key
+        assert job["created_at"].replace(tzinfo=None) == NOW and job["parent_id"] is None
+        assert [m["loss"] for m in store.metrics(JOB["id"])] == [-0.5, -1.0, -1.5]
+        assert store.get_artifact(JOB["id"], "encoder.json")["sha256"] == "ab" * 32
+        assert store.get_dataset("ds_0123456789abcdef", "alice")["summary"] == {"num_images": 6}
+        with store.engine.connect() as conn:
+            migrations._use_schema(conn, schema)
+            assert migrations.current(conn) == migrations.head()
+            assert "ix_jobs_parent_id" in {ix["name"] for ix in inspect(conn).get_indexes("jobs")}
+        # The new column works, and opening the store again changes nothing.
+        parent = store.create_job("alice", "sweep", {"type": "sweep"})
+        JobStore(url, schema=schema).dispose()
+        assert store.get_job(parent["id"])["id"] == parent["id"]
+    finally:
+        store.dispose()
+
+
+def test_the_migrated_schema_is_the_one_store_py_declares(store):
+    with store.engine.connect() as conn:
+        migrations._use_schema(conn, store.schema)
+        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        assert compare_metadata(context, metadata) == []
+
+
+def test_processes_starting_at_once_migrate_one_at_a_time(tmp_path):
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            JobStore(url).dispose()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = JobStore(url)
+    assert store.create_job("alice", "pretrain", {"type": "pretrain"})["status"] == "queued"
+    store.dispose()
