@@ -145,7 +145,8 @@ def cmd_train(args) -> int:
         return 130
     if main_rank:
         print(json.dumps({"out": str(args.out), "steps": result.steps, "seconds": round(result.seconds, 1),
-                          "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics}, indent=2))
+                          "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics,
+                          **({"scores": result.evaluation["scores"]} if result.evaluation else {})}, indent=2))
     return 0
 
 

@@ -49,6 +49,7 @@ class TrainResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     encoder_sha256: str | None = None
     seconds: float = 0.0
+    evaluation: dict[str, Any] | None = None  # config.evaluate's {"scores", "evaluation"} (dcl_core.evaluate)
 
 
 class ContrastiveModel(nn.Module):
@@ -300,6 +301,10 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
                 "encoder": config.encoder, "small_stem": small_stem, "image_size": image_size,
                 "mean": list(mean), "std": list(std), "config": config.model_dump(mode="json"), "metrics": last,
             })
+            if config.evaluate is not None:
+                from dcl_core.evaluate import evaluate_run
+
+                result.evaluation = evaluate_run(run_dir, config, env)
     result.seconds = time.monotonic() - started
     return result
 
