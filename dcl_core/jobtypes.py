@@ -37,7 +37,8 @@ class JobKind:
     can_stop: bool
     """Honours `should_stop` mid-run (cancel and time caps take effect before the end)."""
     has_children: bool = False
-    """Creates child jobs at submit; its status and result follow theirs."""
+    """Creates child jobs at submit (its spec's `child_specs()`); its status and result follow
+    theirs (`service.sweeps.settle`)."""
     about: str = ""
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
-from dcl_core.config import EvaluateConfig, Strict, TrainConfig
+from dcl_core.config import EvaluateConfig, PretrainJob, Strict, TrainConfig
 
 MAX_POINTS = 256
 """Most grid points (child jobs) one sweep may make."""
@@ -61,6 +61,10 @@ class SweepJob(Strict):
 
     def points(self) -> list[dict[str, Any]]:
         return grid_points(self.grid)
+
+    def child_specs(self) -> list[PretrainJob]:
+        """The pretrain jobs the sweep makes (the job registry's `has_children` contract)."""
+        return [PretrainJob(config=config) for config in self.member_configs()]
 
     def member_configs(self) -> list[TrainConfig]:
         """Every member's config, in grid order (the last key varies fastest)."""
@@ -143,10 +147,9 @@ def sweep_result(swept: list[str], members: list[dict]) -> dict[str, Any]:
                      "scores": {k: v for k, v in scores.items() if isinstance(v, (int, float))}, "error": error})
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        key = json.dumps({k: v for k, v in row["params"].items() if k != "seed"}, sort_keys=True)
-        groups.setdefault(key, []).append(row)
+        groups.setdefault(json.dumps(_without_seed(row["params"]), sort_keys=True), []).append(row)
     summary = []
-    for key, group in groups.items():
+    for group in groups.values():
         scored = [r["scores"] for r in group if r["scores"]]
         names = [name for name in SCORES if any(name in s for s in scored)]
         names += sorted({name for s in scored for name in s} - set(names))
@@ -155,8 +158,12 @@ def sweep_result(swept: list[str], members: list[dict]) -> dict[str, Any]:
             values = [float(s[name]) for s in scored if name in s]
             mean[name] = statistics.fmean(values)
             std[name] = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary.append({"params": json.loads(key), "n": len(scored), "mean": mean, "std": std})
+        summary.append({"params": _without_seed(group[0]["params"]), "n": len(scored), "mean": mean, "std": std})
     return {"swept": list(swept), "rows": rows, "summary": summary}
+
+
+def _without_seed(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k != "seed"}
 
 
 def score_names(result: dict[str, Any]) -> list[str]:

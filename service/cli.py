@@ -1,4 +1,4 @@
-"""`dcl serve`, and the client commands `dcl upload/submit/status/wait/download/jobs/cancel`.
+"""`dcl serve`, and the client commands `dcl upload/submit/status/wait/download/jobs/cancel/retry`.
 
 Registered through the `dcl.commands` entry-point group; imports nothing heavy until a
 command runs (so `dcl train` does not pay for FastAPI).
@@ -66,13 +66,19 @@ def register(subparsers) -> None:
     p = client_parser("jobs", "list your jobs")
     p.add_argument("--status", default=None)
     p.add_argument("--type", default=None, choices=sorted(JOB_TYPES))
+    p.add_argument("--parent", default=None, help="only the children of this job (a sweep's members)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
 
-    p = client_parser("cancel", "cancel a job")
+    p = client_parser("cancel", "cancel a job (a sweep: with its members)")
     p.add_argument("job_id")
     p.set_defaults(func=cmd_cancel)
+
+    p = client_parser("retry", "queue a failed or cancelled job again, from its last checkpoint "
+                               "(a sweep: its failed and cancelled members)")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_retry)
 
 
 # ---- serve ------------------------------------------------------------------------------
@@ -204,12 +210,22 @@ def describe(job: dict) -> str:
         parts.append(f"loss {metrics['loss']:.4f}")
     if job.get("attempts", 0) > 1:
         parts.append(f"attempts {job['attempts']}")
+    if job.get("children"):
+        parts.append(children_line(job["children"]))
     line = "  ".join(parts)
     if job.get("error"):
         line += f"\nerror: {job['error']}"
     if job.get("result"):
         line += "\nresult: " + json.dumps(job["result"])[:2000]
     return line
+
+
+def children_line(children: dict) -> str:
+    """"jobs 3/8 done: 2 succeeded, 1 failed, 2 running, 3 queued" (a sweep's members)."""
+    done = children["succeeded"] + children["failed"] + children["cancelled"]
+    counts = ", ".join(f"{children[s]} {s}" for s in ("succeeded", "failed", "cancelled", "running", "queued")
+                       if children[s])
+    return f"jobs {done}/{children['total']} done" + (f": {counts}" if counts else "")
 
 
 def follow(client, job_id: str, quiet: bool) -> int:
@@ -220,14 +236,22 @@ def follow(client, job_id: str, quiet: bool) -> int:
     final = None
     try:
         for event in client.events(job_id):
-            if event.event == "status" and isinstance(event.data, dict):
+            if event.event == "status" and isinstance(event.data, dict) and event.data.get("children"):
+                # A sweep: the bar counts its members done; the line says what each is doing.
+                children = event.data["children"]
+                if bar is None and not quiet:
+                    bar = tqdm(total=children["total"], desc=job_id, unit="job", dynamic_ncols=True, file=sys.stderr)
+                if bar is not None:
+                    bar.n = children["succeeded"] + children["failed"] + children["cancelled"]
+                    bar.set_postfix_str(children_line(children).partition(": ")[2], refresh=True)
+            elif event.event == "status" and isinstance(event.data, dict):
                 total = event.data["progress"].get("total_steps")
                 if bar is None and total and not quiet:
                     bar = tqdm(total=total, desc=job_id, unit="step", dynamic_ncols=True, file=sys.stderr)
                 if bar is not None:
                     bar.n = min(event.data["progress"]["step"], bar.total)
                     bar.set_postfix_str(event.data["status"], refresh=True)
-            elif event.event == "metrics" and isinstance(event.data, dict) and bar is not None:
+            elif event.event == "metrics" and isinstance(event.data, dict) and bar is not None and bar.unit == "step":
                 bar.n = min(int(event.data.get("step", bar.n)), bar.total)
                 loss = event.data.get("loss")
                 bar.set_postfix_str(f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "", refresh=True)
@@ -270,13 +294,20 @@ def cmd_download(args) -> int:
 
 def cmd_jobs(args) -> int:
     with _client(args) as client:
-        page = client.jobs(status=args.status, type=args.type, limit=args.limit)
+        page = client.jobs(status=args.status, type=args.type, limit=args.limit, parent=args.parent)
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
     for job in page["items"]:
         print(describe(job).splitlines()[0] + f"  created {job['created_at']}")
     print(f"{len(page['items'])} of {page['total']} job(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_retry(args) -> int:
+    with _client(args) as client:
+        job = client.retry(args.job_id)
+    print(describe(job).splitlines()[0])
     return 0
 
 

@@ -88,12 +88,17 @@ class Client:
     def job(self, job_id: str) -> dict:
         return self.request("GET", f"/v1/jobs/{job_id}").json()
 
-    def jobs(self, status: str | None = None, type: str | None = None, limit: int = 50, offset: int = 0) -> dict:
-        params = {k: v for k, v in dict(status=status, type=type, limit=limit, offset=offset).items() if v is not None}
+    def jobs(self, status: str | None = None, type: str | None = None, limit: int = 50, offset: int = 0,
+             parent: str | None = None) -> dict:
+        params = {k: v for k, v in dict(status=status, type=type, limit=limit, offset=offset,
+                                        parent=parent).items() if v is not None}
         return self.request("GET", "/v1/jobs", params=params).json()
 
     def cancel(self, job_id: str) -> dict:
         return self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def retry(self, job_id: str) -> dict:
+        return self.request("POST", f"/v1/jobs/{job_id}/retry").json()
 
     def upload(self, path: Path, name: str | None = None) -> dict:
         with open(path, "rb") as f:

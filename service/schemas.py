@@ -27,6 +27,17 @@ class Progress(BaseModel):
     eta_s: float | None = Field(default=None, description="Estimated seconds left, from elapsed time and progress.")
 
 
+class ChildCounts(BaseModel):
+    """A parent job's children by status."""
+
+    total: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
 class JobPublic(BaseModel):
     id: str
     type: JobType
@@ -42,14 +53,23 @@ class JobPublic(BaseModel):
     latest_metrics: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
+    parent: str | None = Field(default=None, description="The parent job (a sweep) of this one, if any.")
+    children: ChildCounts | None = Field(
+        default=None, description="A parent's children by status (list them: GET /v1/jobs?parent=ID); "
+        "its progress sums theirs.")
 
     @classmethod
-    def from_row(cls, row: dict) -> "JobPublic":
+    def from_row(cls, row: dict, children: dict | None = None) -> "JobPublic":
+        """`children`: the parent's entry of `JobStore.children_summary` (its progress is theirs)."""
         now = utcnow()
         started, finished = row.get("started_at"), row.get("finished_at")
         step, total = int(row.get("step") or 0), row.get("total_steps")
+        if children is not None:
+            step, total = children["step"], children["total_steps"]
         elapsed = ((finished or now) - started).total_seconds() if started else None
         fraction = min(1.0, step / total) if total else None
+        if children is not None:
+            fraction = children["fraction"]
         eta = None
         if row["status"] == "running" and elapsed is not None and fraction:
             eta = max(0.0, elapsed * (1 - fraction) / fraction)
@@ -61,6 +81,8 @@ class JobPublic(BaseModel):
                 "latest_metrics", "result", "error",
             )},
             attempts=row.get("attempts") or 0,
+            parent=row.get("parent_id"),
+            children=ChildCounts(**children["counts"]) if children is not None else None,
             cancel_requested=bool(row.get("cancel_requested")),
             progress=Progress(
                 step=step, total_steps=total, epoch=row.get("epoch"), fraction=fraction,

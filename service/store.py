@@ -10,7 +10,11 @@ State changes are single compare-and-set UPDATEs, so two processes racing for on
        '--cancel-----------------------------> cancelled
 
 A running job whose lease expired (its worker stopped heart-beating) can be claimed again;
-`attempts` counts the claims.
+`attempts` counts the claims. A failed or cancelled job can be `retry`-ed (back to queued).
+
+Parent jobs (a sweep) are created `running` with their children (`parent_id`), hold no
+worker and no lease (so nothing claims or requeues them), and are `settle_parent`-ed once
+every child is final. Cancel and delete cascade to the children.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -47,9 +52,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 
+from dcl_core.jobtypes import JOB_TYPES
+
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 STATUSES = ACTIVE + TERMINAL
+PARENT_TYPES = tuple(name for name, kind in JOB_TYPES.items() if kind.has_children)
+"""Job types whose rows only gather children: never claimed, not counted as active work."""
 
 
 def utcnow() -> datetime:
@@ -154,6 +163,12 @@ METRICS_SINCE = (
 )
 
 
+def _active_child():
+    """EXISTS: the outer `jobs` row has a queued or running child."""
+    child = jobs.alias("child")
+    return select(child.c.id).where(child.c.parent_id == jobs.c.id, child.c.status.in_(ACTIVE)).exists()
+
+
 def json_safe(value: Any) -> Any:
     """NaN and infinities become None: they are not JSON (PostgreSQL refuses them)."""
     if isinstance(value, float):
@@ -243,6 +258,125 @@ class JobStore:
             conn.execute(insert(jobs).values(**row))
         return self.get_job(row["id"])  # type: ignore[return-value]
 
+    def create_parent(self, owner: str, type: str, spec: dict,
+                      children: list[tuple[str, dict, str | None]]) -> tuple[dict, list[dict]]:
+        """A parent job (`running` at once, no worker) and its children `(type, spec, queue)`,
+        queued, in one transaction. Children keep their order: `created_at` a microsecond apart."""
+        now = utcnow()
+        parent = dict(id=new_id("job"), owner=owner, type=type, status="running", spec=spec, queue=None,
+                      created_at=now, started_at=now, attempts=0, cancel_requested=False, step=0)
+        rows = [dict(id=new_id("job"), owner=owner, type=t, status="queued", spec=s, queue=q, parent_id=parent["id"],
+                     created_at=now + timedelta(microseconds=i + 1), enqueued_at=now, attempts=0,
+                     cancel_requested=False, step=0) for i, (t, s, q) in enumerate(children)]
+        with self.engine.begin() as conn:
+            conn.execute(insert(jobs).values(**parent))
+            if rows:
+                conn.execute(insert(jobs), rows)
+        return self.get_job(parent["id"]), self.children(parent["id"])  # type: ignore[return-value]
+
+    def children(self, parent_id: str) -> list[dict]:
+        """A parent's children, in the order they were made."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.created_at, jobs.c.id)
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def children_summary(self, parent_ids: list[str]) -> dict[str, dict]:
+        """For each parent: its children's `counts` by status (and `total`), summed `step` and
+        `total_steps` (None until every child knows its own), and `fraction` done (a final child
+        counts as done, a queued one as 0)."""
+        if not parent_ids:
+            return {}
+        done = case((jobs.c.status.in_(TERMINAL), 1.0),
+                    (jobs.c.total_steps > 0, jobs.c.step * 1.0 / jobs.c.total_steps), else_=0.0)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.parent_id, jobs.c.status, func.count(), func.sum(jobs.c.step),
+                       func.sum(jobs.c.total_steps), func.count(jobs.c.total_steps), func.sum(done))
+                .where(jobs.c.parent_id.in_(parent_ids)).group_by(jobs.c.parent_id, jobs.c.status)
+            ).all()
+        out = {pid: {"counts": {"total": 0, **{s: 0 for s in STATUSES}}, "step": 0, "total_steps": 0,
+                     "known": 0, "done": 0.0} for pid in parent_ids}
+        for pid, status, n, steps, totals, known, done_sum in rows:
+            entry = out[pid]
+            entry["counts"][status] = int(n)
+            entry["counts"]["total"] += int(n)
+            entry["step"] += int(steps or 0)
+            entry["total_steps"] += int(totals or 0)
+            entry["known"] += int(known)
+            entry["done"] += float(done_sum or 0.0)
+        for entry in out.values():
+            total = entry["counts"]["total"]
+            entry["fraction"] = entry.pop("done") / total if total else None
+            if entry.pop("known") < total:
+                entry["total_steps"] = None
+        return out
+
+    def settle_parent(self, parent_id: str, status: str, result: dict,
+                      artifacts_: Iterable[tuple[str, int, str]] = ()) -> bool:
+        """running -> `status` with the children's table, once, and only while none of its children
+        is queued or running; False otherwise (two workers finishing the last children at once: one
+        wins; a child retried since the table was made: the next settle makes a new one)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(jobs).where(jobs.c.id == parent_id, jobs.c.status == "running", ~_active_child())
+                .values(status=status, result=json_safe(result), finished_at=utcnow(), error=None)
+            ).rowcount
+            if done:
+                self._put_artifacts(conn, parent_id, artifacts_)
+        return bool(done)
+
+    def unsettled_parents(self) -> list[str]:
+        """Running parents none of whose children is queued or running (for the reconciler)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id).where(jobs.c.type.in_(PARENT_TYPES), jobs.c.status == "running", ~_active_child())
+            ).all()
+        return [r.id for r in rows]
+
+    def retry(self, job_ids: list[str]) -> list[str]:
+        """Failed or cancelled jobs back to queued (their next worker resumes from the last
+        checkpoint); their parents, if settled, back to running. Returns the ids re-queued."""
+        now = utcnow()
+        retried = []
+        with self.engine.begin() as conn:
+            for job_id in job_ids:
+                parent_id = conn.execute(
+                    update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(("failed", "cancelled")))
+                    .values(status="queued", cancel_requested=False, error=None, finished_at=None, worker=None,
+                            lease_expires_at=None, enqueued_at=now, result=None)
+                    .returning(jobs.c.parent_id)
+                ).first()
+                if parent_id is None:
+                    continue
+                retried.append(job_id)
+                if parent_id[0] is not None:
+                    conn.execute(
+                        update(jobs).where(jobs.c.id == parent_id[0])
+                        .values(status="running", cancel_requested=False, finished_at=None, error=None)
+                    )
+        return retried
+
+    def delete_job(self, job_id: str, owner: str | None = None) -> list[str] | None:
+        """Delete a finished job with its children, their metrics and artifact records; returns
+        the ids deleted (their artifact folders are the caller's to remove). None when the job
+        or one of its children is still queued or running, or it is not there."""
+        owned = [jobs.c.id == job_id] + ([jobs.c.owner == owner] if owner is not None else [])
+        with self.engine.begin() as conn:
+            ids = [r.id for r in conn.execute(
+                select(jobs.c.id).where(or_(and_(*owned), jobs.c.parent_id == job_id))
+            ).all()]
+            if job_id not in ids:
+                return None
+            if conn.execute(select(func.count()).select_from(jobs)
+                            .where(jobs.c.id.in_(ids), jobs.c.status.in_(ACTIVE))).scalar_one():
+                return None
+            conn.execute(delete(metrics).where(metrics.c.job_id.in_(ids)))
+            conn.execute(delete(artifacts).where(artifacts.c.job_id.in_(ids)))
+            conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+        return ids
+
     def get_job(self, job_id: str, owner: str | None = None) -> dict | None:
         query, params = (JOB_BY_ID, {"job_id": job_id}) if owner is None else \
             (JOB_BY_ID_AND_OWNER, {"job_id": job_id, "owner": owner})
@@ -262,8 +396,9 @@ class JobStore:
         type: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        parent: str | None = None,
     ) -> tuple[list[dict], int]:
-        where = []
+        where = [] if parent is None else [jobs.c.parent_id == parent]
         if owner is not None:
             where.append(jobs.c.owner == owner)
         if status is not None:
@@ -296,10 +431,12 @@ class JobStore:
         return [(r.type, r.status, max(0.0, (r.finished_at - r.started_at).total_seconds())) for r in rows]
 
     def count_active(self, owner: str) -> int:
+        """Queued and running jobs of `owner` that run on a worker (a sweep's children count,
+        the sweep itself does not)."""
         with self.engine.connect() as conn:
             return int(conn.execute(
                 select(func.count()).select_from(jobs)
-                .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))
+                .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE), jobs.c.type.not_in(PARENT_TYPES))
             ).scalar_one())
 
     def claim(self, job_id: str, worker: str, lease_s: float) -> dict | None:
@@ -415,9 +552,15 @@ class JobStore:
 
     def cancel(self, job_id: str, owner: str | None = None) -> dict | None:
         """A queued job is cancelled at once; a running one gets `cancel_requested` and its
-        worker stops at the next check. Finished jobs are left as they are."""
+        worker stops at the next check. Finished jobs are left as they are. A parent's
+        children are cancelled with it (the parent is settled once they are all final)."""
         owned = [jobs.c.id == job_id] + ([jobs.c.owner == owner] if owner is not None else [])
         with self.engine.begin() as conn:
+            if conn.execute(select(jobs.c.id).where(*owned)).first() is not None:
+                conn.execute(update(jobs).where(jobs.c.parent_id == job_id, jobs.c.status == "queued")
+                             .values(status="cancelled", cancel_requested=True, finished_at=utcnow()))
+                conn.execute(update(jobs).where(jobs.c.parent_id == job_id, jobs.c.status == "running")
+                             .values(cancel_requested=True))
             done = conn.execute(
                 update(jobs).where(*owned, jobs.c.status == "queued")
                 .values(status="cancelled", cancel_requested=True, finished_at=utcnow())

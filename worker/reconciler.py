@@ -7,6 +7,7 @@
   (Redis restarted without persistence, a message was dropped) is sent again;
 - a `running` job whose lease expired (its worker was killed, its machine lost power) is
   put back to `queued` and sent again; its next worker resumes from the checkpoint;
+- a parent (a sweep) whose children have all ended is settled (its table and plot);
 - a `running` job whose lease expired after a cancel was requested is marked cancelled;
   one that has already been tried `MAX_ATTEMPTS` times (it keeps killing its worker, e.g.
   out of memory) is failed rather than retried forever.
@@ -95,17 +96,17 @@ def pending_job_ids(app, queues: Iterable[str]) -> set[str] | None:
 def reconcile(store, settings, app=None, *, max_attempts: int = MAX_ATTEMPTS) -> list[tuple[str, str]]:
     """One pass. Returns what it did: (job_id, action) with action one of `requeued`
     (a running job whose worker died), `resent` (a queued job whose message was lost),
-    `cancelled`, `failed`."""
+    `cancelled`, `failed`, `settled` (a sweep whose children all ended)."""
     if app is None:
         from service.queue import default_app
 
         app = default_app()
+    actions: list[tuple[str, str]] = settle_parents(store, settings)
     stale = store.stale_jobs(queued_older_than_s=settings.requeue_after_seconds)
     if not stale:
-        return []
+        return actions
     queues = sorted({job.get("queue") or queue_for(job.get("spec") or {}, settings) for job in stale})
     pending = pending_job_ids(app, queues)
-    actions: list[tuple[str, str]] = []
     for job in stale:
         job_id = job["id"]
         queue = job.get("queue") or queue_for(job.get("spec") or {}, settings)
@@ -135,6 +136,24 @@ def reconcile(store, settings, app=None, *, max_attempts: int = MAX_ATTEMPTS) ->
         store.mark_enqueued(job_id)
         log.warning("reconciler: job %s %s to queue %s", job_id, action, queue)
         actions.append((job_id, action))
+    return actions
+
+
+def settle_parents(store, settings) -> list[tuple[str, str]]:
+    """Settle the parents (sweeps) whose children all ended without a worker settling them
+    (cancelled while queued, failed here, a worker that died between a child and its parent)."""
+    from pathlib import Path
+
+    from dcl_core.sweep_plot import plot_accuracy
+    from service.sweeps import settle
+
+    actions = []
+    for parent_id in store.unsettled_parents():
+        try:
+            if settle(store, Path(settings.artifacts_dir), parent_id, plot=plot_accuracy):
+                actions.append((parent_id, "settled"))
+        except Exception:
+            log.warning("could not settle %s; will try again", parent_id, exc_info=True)
     return actions
 
 

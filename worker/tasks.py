@@ -157,7 +157,27 @@ def _user_message(exc: UserError) -> str:
 
 def execute_job(job_id: str, *, store, settings, worker: str) -> str:
     """Claim and run one job; returns what happened: skipped, succeeded, failed,
-    cancelled or lost (the lease went to another worker)."""
+    cancelled or lost (the lease went to another worker). A child that ended settles its
+    parent when it was the last one running (a sweep's table and plot)."""
+    outcome = _execute_job(job_id, store=store, settings=settings, worker=worker)
+    if outcome in ("succeeded", "failed", "cancelled"):
+        settle_parent_of(job_id, store, settings)
+    return outcome
+
+
+def settle_parent_of(job_id: str, store, settings) -> None:
+    from dcl_core.sweep_plot import plot_accuracy
+    from service.sweeps import settle
+
+    try:
+        job = store.get_job(job_id)
+        if job is not None and job.get("parent_id"):
+            settle(store, Path(settings.artifacts_dir), job["parent_id"], plot=plot_accuracy)
+    except Exception:  # the child's own outcome is recorded; the reconciler settles the parent later
+        log.warning("could not settle the parent of job %s", job_id, exc_info=True)
+
+
+def _execute_job(job_id: str, *, store, settings, worker: str) -> str:
     job = store.claim(job_id, worker, settings.lease_seconds)
     if job is None:
         log.info("job %s: not claimed by %s (finished, cancelled, unknown or held by a live worker)",

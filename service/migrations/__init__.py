@@ -23,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "0001"
@@ -45,12 +46,20 @@ def current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def _up_to_date(engine: Engine, schema: str | None) -> bool:
+    """One read of alembic_version (every job's process opens the store: keep it cheap and quiet)."""
+    try:
+        with engine.connect() as conn:
+            _use_schema(conn, schema)
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head()
+    except DBAPIError:  # no alembic_version yet
+        return False
+
+
 def upgrade(engine: Engine, schema: str | None = None) -> None:
     """Apply pending revisions (none: returns after one read)."""
-    with engine.connect() as conn:
-        _use_schema(conn, schema)
-        if current(conn) == head():
-            return
+    if _up_to_date(engine, schema):
+        return
     with _exclusive(engine, schema), engine.begin() as conn:
         _use_schema(conn, schema)
         _advisory_lock(conn, schema)

@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, read, follow (metrics, Server-Sent Events), cancel, artifacts."""
+"""/v1/jobs: submit, list, read, follow (metrics, Server-Sent Events), cancel, retry, delete, artifacts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Iterator
@@ -18,12 +19,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from dcl_core.config import DatasetSpec
-from dcl_core.jobtypes import JobSpec
+from dcl_core.jobtypes import JOB_TYPES, JobSpec
 from dcl_core.files import sha256_file
 from service.deps import CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many
 from service.queue import enqueue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
-from service.store import TERMINAL, JobStore
+from service.store import PARENT_TYPES, TERMINAL, JobStore
+from service.sweeps import settle
 
 log = logging.getLogger(__name__)
 
@@ -91,42 +93,77 @@ def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
                         429: {"description": "Too many active jobs"}})
 def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
                settings: SettingsDep, celery: CeleryDep) -> JobPublic:
-    """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job)."""
+    """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job),
+    or `sweep` (one pretrain job per grid point, its children: `GET /v1/jobs?parent=ID`)."""
     bad = non_finite(spec.model_dump(exclude={"type"}))
     if bad:
         raise invalid(bad, "must be a finite number (not NaN or infinity)")
-    check_sources(spec, owner, store, settings.allow_download)
+    kind = JOB_TYPES[spec.type]
+    members = spec.child_specs() if kind.has_children else []
+    for member in members or [spec]:
+        check_sources(member, owner, store, settings.allow_download)
     check_encoder_job(spec, owner, store)
-    active = store.count_active(owner)
-    if active >= settings.max_active_jobs_per_key:
-        raise too_many(f"this key has {active} queued or running jobs, its limit; wait for one to end or cancel one")
+    check_room(store, owner, settings, len(members) or 1)
     stored = store.stored_bytes(owner)
     if stored >= settings.max_stored_bytes_per_key:
         raise too_many(f"this key stores {stored} bytes, its limit is {settings.max_stored_bytes_per_key}; "
                        "delete datasets you no longer need", 3600)
     body = spec.model_dump(mode="json")
-    queue = queue_for(body, settings)
-    job = store.create_job(owner, spec.type, body, queue=queue)
-    try:
-        enqueue(job["id"], queue, celery)
-    except Exception as exc:  # the job stays queued in the store; the reconciler sends it again
-        log.warning("could not enqueue %s (%s: %s); the reconciler will retry", job["id"], type(exc).__name__, exc)
+    if kind.has_children:
+        bodies = [m.model_dump(mode="json") for m in members]
+        job, children = store.create_parent(owner, spec.type, body,
+                                            [(b["type"], b, queue_for(b, settings)) for b in bodies])
+    else:
+        job = store.create_job(owner, spec.type, body, queue=queue_for(body, settings))
+        children = [job]
+    send(children, celery)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
-    return JobPublic.from_row(job)
+    return public(store, job)
+
+
+def check_room(store: JobStore, owner: str, settings, wanted: int) -> None:
+    """429 unless `wanted` more queued jobs fit under the key's active-jobs cap (children count)."""
+    active, cap = store.count_active(owner), settings.max_active_jobs_per_key
+    if active + wanted > cap:
+        more = f"{wanted} more jobs" if wanted > 1 else "another job"
+        raise too_many(f"this key has {active} queued or running jobs and may have {cap}; {more} would pass it. "
+                       "Wait for some to end, cancel some, or make the sweep smaller")
+
+
+def send(jobs: list[dict], celery) -> None:
+    for job in jobs:
+        if not job.get("queue"):
+            continue
+        try:
+            enqueue(job["id"], job["queue"], celery)
+        except Exception as exc:  # the job stays queued in the store; the reconciler sends it again
+            log.warning("could not enqueue %s (%s: %s); the reconciler will retry", job["id"], type(exc).__name__, exc)
+
+
+def public(store: JobStore, job: dict) -> JobPublic:
+    """The job as the API shows it; a parent with its children's counts and progress."""
+    if job["type"] not in PARENT_TYPES:
+        return JobPublic.from_row(job)
+    return JobPublic.from_row(job, store.children_summary([job["id"]])[job["id"]])
 
 
 @router.get("", response_model=JobsPublic)
 def list_jobs(owner: CurrentKey, store: StoreDep,
               status: Annotated[JobStatus | None, Query()] = None,
               type: Annotated[JobType | None, Query()] = None,
+              parent: Annotated[str | None, Query(max_length=64, description="Only this job's children.")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0)] = 0) -> JobsPublic:
-    items, total = store.list_jobs(owner, status=status, type=type, limit=limit, offset=offset)
-    return JobsPublic(items=[JobPublic.from_row(r) for r in items], total=total, limit=limit, offset=offset)
+    items, total = store.list_jobs(owner, status=status, type=type, limit=limit, offset=offset, parent=parent)
+    summaries = store.children_summary([r["id"] for r in items if r["type"] in PARENT_TYPES])
+    return JobsPublic(items=[JobPublic.from_row(r, summaries.get(r["id"])) for r in items],
+                      total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def get_job(job: OwnedJob) -> JobPublic:
+async def get_job(job: OwnedJob, store: StoreDep) -> JobPublic:
+    if job["type"] in PARENT_TYPES:
+        return await run_in_threadpool(public, store, job)
     return JobPublic.from_row(job)
 
 
@@ -147,11 +184,46 @@ async def get_metrics(job_id: JobId, owner: CurrentKey, store: StoreDep,
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses={409: {"description": "Already finished"}})
-def cancel_job(job: OwnedJob, owner: CurrentKey, store: StoreDep) -> JobPublic:
-    """A queued job is cancelled at once; a running one stops at its next step (its last checkpoint is kept)."""
+def cancel_job(job: OwnedJob, owner: CurrentKey, store: StoreDep, settings: SettingsDep) -> JobPublic:
+    """A queued job is cancelled at once; a running one stops at its next step (its last checkpoint is kept).
+    Cancelling a sweep cancels its children; it ends `cancelled` once they have all stopped."""
     if job["status"] in TERMINAL:
         raise HTTPException(409, f"job {job['id']} already {job['status']}")
-    return JobPublic.from_row(store.cancel(job["id"], owner) or job)
+    job = store.cancel(job["id"], owner) or job
+    if job["type"] in PARENT_TYPES and settle(store, settings.artifacts_dir, job["id"]):
+        job = store.get_job(job["id"]) or job
+    return public(store, job)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic,
+             responses={409: {"description": "Not failed or cancelled"}, 429: {"description": "Too many active jobs"}})
+def retry_job(job: OwnedJob, store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobPublic:
+    """Queue a failed or cancelled job again; it resumes from its last checkpoint. For a sweep: its
+    failed and cancelled members (the sweep itself may have succeeded without them). A retried
+    member puts its sweep back to running."""
+    if job["type"] in PARENT_TYPES:
+        ids = [c["id"] for c in store.children(job["id"]) if c["status"] in ("failed", "cancelled")]
+        if not ids:
+            raise HTTPException(409, f"sweep {job['id']} has no failed or cancelled member to retry")
+    elif job["status"] in ("failed", "cancelled"):
+        ids = [job["id"]]
+    else:
+        raise HTTPException(409, f"job {job['id']} is {job['status']}; only a failed or cancelled job can be retried")
+    check_room(store, job["owner"], settings, len(ids))
+    retried = store.retry(ids)
+    send([j for j in (store.get_job(i) for i in retried) if j is not None], celery)
+    return public(store, store.get_job(job["id"]) or job)
+
+
+@router.delete("/{job_id}", status_code=204, responses={409: {"description": "Still queued or running"}})
+def delete_job(job: OwnedJob, store: StoreDep, settings: SettingsDep) -> Response:
+    """Delete a finished job, its artifacts and metrics; a sweep with its children."""
+    deleted = store.delete_job(job["id"], job["owner"])
+    if deleted is None:
+        raise HTTPException(409, f"job {job['id']} (or one of its children) is queued or running; cancel it first")
+    for job_id in deleted:
+        shutil.rmtree(Path(settings.artifacts_dir) / job_id, ignore_errors=True)
+    return Response(status_code=204)
 
 
 # ---- Server-Sent Events ---------------------------------------------------------------
@@ -185,8 +257,9 @@ async def job_events(
     )
 
 
-def _job_and_metrics(store: JobStore, job_id: str, since: int) -> tuple[dict | None, list[dict]]:
-    return store.get_job(job_id), store.metrics(job_id, since_step=since, limit=1000)
+def _job_and_metrics(store: JobStore, job_id: str, since: int) -> tuple[dict | None, list[dict], JobPublic | None]:
+    job = store.get_job(job_id)
+    return job, store.metrics(job_id, since_step=since, limit=1000), public(store, job) if job else None
 
 
 async def _events(job_id: str, cursor: int, request: Request, store: JobStore,
@@ -195,24 +268,24 @@ async def _events(job_id: str, cursor: int, request: Request, store: JobStore,
     last_state = None
     last_sent = started = time.monotonic()
     while time.monotonic() - started < max_s:  # then the client reconnects (Last-Event-ID)
-        job, rows = await run_in_threadpool(_job_and_metrics, store, job_id, cursor)
+        job, rows, shown = await run_in_threadpool(_job_and_metrics, store, job_id, cursor)
         if job is None:  # deleted underneath us
             yield sse("end", {"detail": f"job {job_id} not found"})
             return
         for row in rows:
             cursor = row["step"]
             yield sse("metrics", row, id=cursor)
-        public = JobPublic.from_row(job).model_dump(mode="json")
+        shown_json = shown.model_dump(mode="json")
         state = (job["status"], job["step"], job["epoch"], job["attempts"], job["worker"],
-                 job["cancel_requested"], job["error"])
+                 job["cancel_requested"], job["error"], shown_json["children"], shown_json["progress"]["step"])
         if state != last_state:
             last_state = state
-            yield sse("status", public)
+            yield sse("status", shown_json)
             last_sent = time.monotonic()
         elif rows:
             last_sent = time.monotonic()
         if job["status"] in TERMINAL and len(rows) < 1000:
-            yield sse("end", public)
+            yield sse("end", shown_json)
             return
         if time.monotonic() - last_sent >= keepalive_s:
             last_sent = time.monotonic()
