@@ -215,9 +215,19 @@ def describe(job: dict) -> str:
     line = "  ".join(parts)
     if job.get("error"):
         line += f"\nerror: {job['error']}"
-    if job.get("result"):
+    if job.get("result") and "summary" in job["result"]:
+        line += "".join(f"\n  {summary_line(s)}" for s in job["result"]["summary"])
+    elif job.get("result"):
         line += "\nresult: " + json.dumps(job["result"])[:2000]
     return line
+
+
+def summary_line(summary: dict) -> str:
+    """One row of a sweep's summary: "method=dcl batch_size=32  n=2  linear_top1 91.2 ± 0.4 %"."""
+    params = " ".join(f"{k}={json.dumps(v)}" for k, v in summary["params"].items())
+    scores = "  ".join(f"{name} {100 * mean:.1f} ± {100 * summary['std'][name]:.1f} %"
+                       for name, mean in summary["mean"].items())
+    return f"{params}  n={summary['n']}  {scores or 'no scores'}"
 
 
 def children_line(children: dict) -> str:
