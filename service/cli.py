@@ -324,6 +324,10 @@ def cmd_retry(args) -> int:
 def cmd_cancel(args) -> int:
     with _client(args) as client:
         job = client.cancel(args.job_id)
-    print(f"{job['id']}: {job['status']}" + (" (stopping at its next step)" if job["cancel_requested"]
-                                             and job["status"] == "running" else ""))
+    stopping = ""
+    if job["cancel_requested"] and job["status"] == "running":
+        kind = JOB_TYPES.get(job["type"])
+        stopping = (" (stopping at its next step)" if kind is None or kind.can_stop
+                    else f" (a {job['type']} job cannot stop mid-run: it runs to its end)")
+    print(f"{job['id']}: {job['status']}{stopping}")
     return 0

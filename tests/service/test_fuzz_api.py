@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dcl_core.config import TrainConfig
+from dcl_core.jobtypes import JOB_TYPES
 from tests.service.conftest import CAROL
 
 pytestmark = pytest.mark.integration
@@ -28,8 +29,11 @@ configs = st.dictionaries(config_keys, json_values | st.sampled_from(
     ["builtin:digits", "torchvision:CIFAR10", "dataset:ds_0123456789abcdef", "/etc/passwd", "dataset:x"]
 ), max_size=6)
 job_bodies = st.one_of(
-    st.fixed_dictionaries({"type": st.sampled_from(["pretrain", "linear_probe", "embed"]) | st.text(max_size=12),
+    st.fixed_dictionaries({"type": st.sampled_from(sorted(JOB_TYPES)) | st.text(max_size=12),
                            "config": configs}),
+    st.fixed_dictionaries({"type": st.just("sweep"), "config": configs,
+                           "grid": st.dictionaries(config_keys | st.sampled_from(["augment.crop_scale", "dataset.x", "a.b"]),
+                                                   st.lists(json_values, max_size=3), max_size=3)}),
     st.fixed_dictionaries({"type": st.sampled_from(["linear_probe", "embed"]),
                            "encoder_job": st.text(max_size=70), "train": json_values, "test": json_values,
                            "data": json_values}),
@@ -62,7 +66,7 @@ def test_random_job_submissions_never_5xx(carol, body):
 
 @FUZZ
 @given(job_id=st.text(min_size=1, max_size=80), sub=st.sampled_from(
-    ["", "/metrics", "/events", "/artifacts", "/artifacts/encoder.safetensors", "/cancel"]))
+    ["", "/metrics", "/events", "/artifacts", "/artifacts/encoder.safetensors", "/cancel", "/retry"]))
 def test_random_job_ids_are_404_not_5xx(carol, job_id, sub):
     method = "POST" if sub == "/cancel" else "GET"
     r = carol.request(method, f"/v1/jobs/{quote(job_id, safe='')}{sub}")
@@ -71,7 +75,7 @@ def test_random_job_ids_are_404_not_5xx(carol, job_id, sub):
 
 
 @FUZZ
-@given(params=st.dictionaries(st.sampled_from(["status", "type", "limit", "offset", "since"]),
+@given(params=st.dictionaries(st.sampled_from(["status", "type", "limit", "offset", "since", "parent"]),
                               st.text(max_size=12) | st.integers(-5, 10**12).map(str), max_size=4))
 def test_random_query_parameters_never_5xx(carol, params):
     assert_clean(carol.get("/v1/jobs", params=params))
