@@ -217,12 +217,12 @@ class Stack:
 
 
 @contextmanager
-def service_stack(mode: str, root: Path, *, worker: bool = True) -> Iterator[Stack]:
+def service_stack(mode: str, root: Path, *, worker: bool = True, env: dict[str, str] | None = None) -> Iterator[Stack]:
     """`mode`: sqlite (embedded SQLite broker and store), redis (a redis-server broker),
-    postgres (embedded broker, PostgreSQL job store from DCL_TEST_POSTGRES_URL)."""
+    postgres (embedded broker, PostgreSQL job store from DCL_TEST_POSTGRES_URL). `env`: more
+    DCL_ settings for the API and the workers."""
     data_dir = root / f"data-{mode}"
-    env = {k: v for k, v in FAST_WORKER_ENV.items()}
-    env["DCL_SSE_POLL_SECONDS"] = "0.2"
+    env = {**FAST_WORKER_ENV, "DCL_SSE_POLL_SECONDS": "0.2", **(env or {})}
     with ExitStack() as stack:
         redis: dict = {}
         if mode == "redis":
