@@ -11,12 +11,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ENCODERS = ("resnet18", "resnet34", "resnet50", "convnet_small")
+from dcl_core.encoders import ENCODERS, check_encoder_kwargs, check_encoder_name, encoder_entry
+
 TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "SVHN")
 BUILTIN_DATASETS = ("digits",)
 DATASET_ID = re.compile(r"^ds_[0-9a-f]{8,32}$")
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+EncoderKwarg = Union[bool, int, float, Annotated[str, Field(max_length=200)], None,
+                     Annotated[list[Union[int, float]], Field(max_length=16)]]
 
 
 class Strict(BaseModel):
@@ -145,9 +148,18 @@ class TrainConfig(Strict):
 
     method: Literal["dcl", "dclw", "simclr"] = "dcl"
     dataset: DatasetSpec = DatasetSpec(source="builtin:digits")
-    encoder: Literal["resnet18", "resnet34", "resnet50", "convnet_small"] = "resnet18"
+    encoder: str = Field(
+        default="resnet18", max_length=140,
+        description="resnet18, resnet34, resnet50, convnet_small, or timm:NAME (any timm model, "
+        "e.g. timm:vit_small_patch16_224; needs the timm extra where the run trains).",
+    )
+    encoder_kwargs: dict[str, EncoderKwarg] = Field(
+        default_factory=dict, max_length=32,
+        description="timm:NAME only: keyword arguments for timm.create_model (e.g. depth, embed_dim).",
+    )
     small_stem: bool | None = Field(
-        default=None, description="3x3 stride-1 conv1, no max-pool; None: on for images <= 64 px."
+        default=None, description="3x3 stride-1 conv1, no max-pool; None: on for images <= 64 px. "
+        "ResNets and convnet_small only.",
     )
     projection_hidden_dim: int | None = Field(default=None, ge=1, description="None: the encoder's feature dim.")
     projection_dim: int = Field(default=128, ge=1)
@@ -181,9 +193,23 @@ class TrainConfig(Strict):
     log_every_steps: int = Field(default=10, ge=1)
     checkpoint_every_steps: int = Field(default=500, ge=1, description="Also at every epoch end.")
     max_runtime_s: float | None = Field(default=None, gt=0, description="Fail the run past this wall time.")
+    export: list[Literal["onnx", "hf"]] = Field(
+        default_factory=list, max_length=2,
+        description="Extra encoder formats: onnx (encoder.onnx, checked with onnxruntime), hf (config.json + "
+        "model.safetensors, a Hugging Face-style folder).",
+    )
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        return check_encoder_name(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
+        check_encoder_kwargs(self.encoder, self.encoder_kwargs)
+        if self.small_stem and not encoder_entry(self.encoder).small_stem:
+            raise ValueError(f"small_stem applies to the torchvision ResNets and convnet_small, not {self.encoder!r}; "
+                             "leave it unset")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
         if self.optimizer in ("adam", "adamw") and self.momentum != 0.9:
