@@ -67,7 +67,8 @@ def run_pretrain(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutco
     config = TrainConfig.model_validate(spec.get("config", {}))
     result = fit(config, run_dir, hooks=hooks, env=env)
     return EngineOutcome(
-        result={"final_metrics": dict(result.final_metrics), "steps": int(result.steps)},
+        result={"final_metrics": dict(result.final_metrics), "steps": int(result.steps),
+                **({"warnings": list(result.warnings)} if result.warnings else {})},
         stopped=bool(result.stopped),
     )
 

@@ -13,6 +13,8 @@ from dcl_core.errors import UserError
 from dcl_core.export import load_encoder
 from dcl_core.train import fit
 
+pytestmark = pytest.mark.slow
+
 timm = pytest.importorskip("timm")
 
 # Tiny stand-ins for real architectures: a ResNet with one block a stage, a one-block ViT.
