@@ -101,6 +101,12 @@ class Client:
             data = {"name": name} if name else None
             return self.request("POST", "/v1/datasets", files=files, data=data, timeout=None).json()
 
+    def datasets(self, limit: int = 100, offset: int = 0) -> dict:
+        return self.request("GET", "/v1/datasets", params={"limit": limit, "offset": offset}).json()
+
+    def metrics(self, job_id: str, since: int = 0, limit: int = 1000) -> dict:
+        return self.request("GET", f"/v1/jobs/{job_id}/metrics", params={"since": since, "limit": limit}).json()
+
     def artifacts(self, job_id: str) -> list[dict]:
         return self.request("GET", f"/v1/jobs/{job_id}/artifacts").json()["items"]
 
