@@ -86,8 +86,8 @@ def training_advice(config: TrainConfig, encoder: nn.Module) -> list[str]:
     if not problems:
         return []
     return [f"{config.encoder} is a vision transformer trained with {' and '.join(problems)}: ViTs train "
-            "poorly this way; e.g. optimizer adamw, lr 1e-3 * batch_size / 1024 (lr scaled as "
-            "MoCo v3), weight_decay 0.05, warmup_epochs 10"]
+            "poorly this way; e.g. optimizer adamw, lr 5e-4 * batch_size / 256, weight_decay 0.05, "
+            "warmup_epochs 10 (close to DINO's ViT settings, Caron et al. 2021)"]
 
 
 def _rank_world() -> tuple[int, int]:
