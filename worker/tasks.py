@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from dcl_core.files import sha256_file
 from service.queue import RUN_JOB
 from service.settings import get_settings
 from worker.app import app
+from worker.checkpoint_artifact import CHECKPOINT_ARTIFACT, publish_checkpoint  # noqa: F401 (re-exported)
 from worker.engine import RUNNERS, build_data_env
 from worker.hooks import (
     STOP_CANCELLED,
@@ -82,37 +82,6 @@ def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
         if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
             artifacts.append((path.name, path.stat().st_size, sha256_file(path)))
     return artifacts
-
-
-CHECKPOINT_ARTIFACT = "checkpoint.pt"
-"""A stopped run's resumable state, listed and served like its other files."""
-
-
-def publish_checkpoint(run_dir: Path) -> list[tuple[str, int, str]]:
-    """Put the run's `checkpoints/last.pt` at the top of the run dir as `checkpoint.pt` (where
-    the API serves a job's artifacts from, by name) and return its (name, size, sha256); [] when
-    the run wrote no checkpoint.
-
-    A hard link: no copy of a checkpoint that may be gigabytes, and the engine only ever
-    replaces last.pt by a rename, never rewrites it in place, so the served bytes keep matching
-    their sha256. A copy where the file system has no hard links."""
-    source = run_dir / "checkpoints" / "last.pt"
-    if not source.is_file():
-        return []
-    target = run_dir / CHECKPOINT_ARTIFACT
-    partial = run_dir / f".{CHECKPOINT_ARTIFACT}.tmp"  # hidden: never listed as an artifact
-    try:
-        partial.unlink(missing_ok=True)
-        try:
-            os.link(source, partial)
-        except OSError:
-            shutil.copyfile(source, partial)
-        os.replace(partial, target)
-        return [(CHECKPOINT_ARTIFACT, target.stat().st_size, sha256_file(target))]
-    except OSError:  # the job still ends as it should; the checkpoint stays in checkpoints/
-        log.warning("could not publish %s as %s", source, CHECKPOINT_ARTIFACT, exc_info=True)
-        partial.unlink(missing_ok=True)
-        return []
 
 
 DISK_PROBLEMS = {

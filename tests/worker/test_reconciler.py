@@ -3,6 +3,7 @@ transport, and a redis-server on a free port."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -99,6 +100,20 @@ def test_a_dead_workers_job_with_a_cancel_request_ends_cancelled(store, broker_s
     assert reconcile(store, broker_settings, celery) == [(job["id"], "cancelled")]
     assert store.get_job(job["id"])["status"] == "cancelled"
     assert pending_job_ids(celery, ["cpu"]) == set()
+
+
+def test_a_job_the_reconciler_cancels_lists_its_checkpoint(store, broker_settings, celery):
+    job = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    store.claim(job["id"], "dead-worker", lease_s=60)
+    checkpoints = broker_settings.artifacts_dir / job["id"] / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.pt").write_bytes(b"resumable state")  # what the dead worker left
+    store.cancel(job["id"], "me")
+    expire_lease(store, job["id"])
+    assert reconcile(store, broker_settings, celery) == [(job["id"], "cancelled")]
+    listed = {a["name"]: a for a in store.artifacts(job["id"])}
+    assert listed["checkpoint.pt"]["size"] == len(b"resumable state")
+    assert listed["checkpoint.pt"]["sha256"] == hashlib.sha256(b"resumable state").hexdigest()
 
 
 def test_a_job_that_keeps_killing_its_worker_is_failed(store, broker_settings, celery):
