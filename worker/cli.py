@@ -1,9 +1,10 @@
 """`dcl worker` / `python -m worker`: start a Celery worker for dcl jobs.
 
-    python -m worker [--gpu N] [--queues gpu,cpu] [--concurrency 1]
+    python -m worker [--gpu N] [--queues gpu,cpu] [--concurrency N]
 
 One worker process per GPU: `--gpu N` sets CUDA_VISIBLE_DEVICES=N before anything can
-import torch (the job then sees its GPU as cuda:0). Each job runs in a fresh child process
+import torch (the job then sees its GPU as cuda:0). It runs up to `--concurrency`
+(DCL_JOBS_PER_GPU, default 1) jobs at once on that GPU. Each job runs in a fresh child process
 of the prefork pool (`worker_max_tasks_per_child=1`), so CUDA never initialises in the
 main process. The main process also runs the reconciler (see worker/reconciler.py)
 unless `--no-reconcile`.
