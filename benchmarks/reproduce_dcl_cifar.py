@@ -300,6 +300,18 @@ def run(args) -> int:
     return 0
 
 
+def shown_argv(argv: list[str]) -> list[str]:
+    """The command line as RESULTS.md shows it: without --fresh, and never with the key."""
+    shown: list[str] = []
+    for arg in argv:
+        if arg == "--fresh":
+            continue
+        if shown and shown[-1] == "--key":
+            arg = "KEY"
+        shown.append("--key=KEY" if arg.startswith("--key=") else arg)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -320,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--fresh", action="store_true", help="forget a saved run and start a new sweep")
     args = p.parse_args(argv)
-    args.argv = [a for a in argv if a != "--fresh"]
-    if args.key and "--key" in args.argv:  # never write a key into RESULTS.md
-        i = args.argv.index("--key")
-        args.argv[i + 1:i + 2] = ["KEY"]
+    args.argv = shown_argv(argv)
     args.device_label = args.device_label or args.device
     try:
         return run(args)

@@ -103,3 +103,8 @@ def test_a_saved_run_is_resumed_only_with_the_same_options():
     state = {**vars(args), "sweep_id": "job_x"}
     assert repro.same_run(state, args) is None
     assert "epochs=200" in repro.same_run(state, Namespace(**{**vars(args), "epochs": 100}))
+
+
+def test_the_command_shown_in_results_never_holds_the_key():
+    shown = repro.shown_argv(["--key", "s3cret", "--epochs", "5", "--key=s3cret", "--fresh"])
+    assert shown == ["--key", "KEY", "--epochs", "5", "--key=KEY"]
