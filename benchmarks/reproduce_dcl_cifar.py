@@ -334,8 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.argv = shown_argv(argv)
     args.device_label = args.device_label or args.device
+    from dcl_core.errors import UserError
+
     try:
         return run(args)
+    except UserError as exc:  # the service's own message (a 4xx, or the service unreachable)
+        print(f"error: {exc}; fix it and run the same command again (what is done is kept)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nstopped; run the same command again to re-attach to the sweep", file=sys.stderr)
         return 130
