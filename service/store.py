@@ -469,6 +469,25 @@ class JobStore:
             ).rowcount
         return bool(done)
 
+    def running_held_by(self, prefix: str) -> list[dict]:
+        """Running jobs whose holder's name starts with `prefix` (`NODE/`: one worker's processes)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.worker)
+                .where(jobs.c.status == "running", jobs.c.worker.startswith(prefix, autoescape=True))
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def expire_lease(self, job_id: str, worker: str) -> bool:
+        """End `worker`'s lease now (it is known dead), so the job can be requeued or claimed at once."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            ).rowcount
+        return bool(done)
+
     def requeue(self, job_id: str) -> bool:
         """A running job whose lease expired goes back to queued (its worker is gone)."""
         now = utcnow()

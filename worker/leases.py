@@ -6,7 +6,8 @@ When that process is SIGKILLed (out of memory, an operator), Celery hands the me
 and a fresh pool process of the same node receives it within a second or two; the dead
 process's lease would otherwise stay valid for up to `DCL_LEASE_SECONDS` and the job would
 show `running` with frozen progress until the reconciler requeued it. A process of the same
-node can see that its sibling is gone, so it takes the job over right away.
+node can see that its sibling is gone, so it takes the job over right away; and the worker's
+main process (its reconciler pass) ends such leases too, whoever receives the message.
 """
 
 from __future__ import annotations
@@ -43,3 +44,16 @@ def dead_sibling(holder: str | None, me: str) -> str | None:
     if pid == my_pid or not process_alive(int(pid)):
         return holder
     return None
+
+
+def release_dead_children(store, node: str) -> list[str]:
+    """End the leases of running jobs held by processes of `node` (this worker) that have died,
+    so that the reconciler requeues them now rather than when their leases run out (the
+    redelivered message may have gone to another worker, which cannot see the death).
+    Returns the job ids."""
+    released = []
+    for job in store.running_held_by(f"{node}/"):
+        pid = job["worker"].rpartition("/")[2]
+        if pid.isdigit() and not process_alive(int(pid)) and store.expire_lease(job["id"], job["worker"]):
+            released.append(job["id"])
+    return released

@@ -33,6 +33,7 @@ from typing import Any
 
 from service.queue import RUN_JOB, enqueue, queue_for
 from worker.checkpoint_artifact import publish_checkpoint
+from worker.leases import release_dead_children
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,10 @@ class Reconciler:
         with self.pass_lock:
             try:
                 if self.worker_info:
-                    self.store.worker_seen(self.worker_info.get("node", "worker"), self.worker_info)
+                    node = self.worker_info.get("node", "worker")
+                    self.store.worker_seen(node, self.worker_info)
+                    for job_id in release_dead_children(self.store, node):
+                        log.warning("reconciler: job %s: its process on this worker died; lease ended", job_id)
                 if self.reconcile_jobs:
                     return reconcile(self.store, self.settings, self.app)
                 return []

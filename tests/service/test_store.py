@@ -65,6 +65,16 @@ def test_a_dead_holders_live_lease_is_taken_over_only_when_named(store):
     assert store.claim(job["id"], "node/13", lease_s=60, dead_holder="node/12") is None
 
 
+def test_a_workers_running_jobs_are_found_by_its_node_and_their_leases_ended(store):
+    mine, other = new_job(store), new_job(store)
+    store.claim(mine["id"], "n_1@h/10", lease_s=60)
+    store.claim(other["id"], "nx1@h/10", lease_s=60)  # `_` matches itself only
+    assert store.running_held_by("n_1@h/") == [{"id": mine["id"], "worker": "n_1@h/10"}]
+    assert store.expire_lease(mine["id"], "n_1@h/11") is False  # not its holder
+    assert store.expire_lease(mine["id"], "n_1@h/10") is True
+    assert [j["id"] for j in store.stale_jobs()] == [mine["id"]]
+
+
 def test_release_undoes_a_claim_without_counting_it(store):
     job = new_job(store)
     store.claim(job["id"], "w1", lease_s=60)

@@ -4,6 +4,9 @@ transport, and a redis-server on a free port."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -143,3 +146,21 @@ def test_the_reconciler_thread_records_the_worker_and_requeues(store, broker_set
         reconciler.stop()
     assert [w["name"] for w in store.workers_seen(60)] == ["dcl-test@host", "dead-worker"]
     assert pending_job_ids(celery, ["gpu"]) == {job["id"]}
+
+
+def test_a_pass_ends_the_leases_of_this_workers_dead_processes_and_requeues_their_jobs(
+        store, broker_settings, celery):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pool process that died
+    node = "dcl_a@host"
+    dead = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    live = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    elsewhere = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    store.claim(dead["id"], f"{node}/{child.pid}", lease_s=60)
+    store.claim(live["id"], f"{node}/{os.getpid()}", lease_s=60)
+    store.claim(elsewhere["id"], f"dclxa@host/{child.pid}", lease_s=60)  # another worker (and `_` is no wildcard)
+    reconciler = Reconciler(broker_settings, celery, interval_s=3600, worker_info={"node": node})
+    assert reconciler.run_once() == [(dead["id"], "requeued")]
+    assert store.get_job(dead["id"])["status"] == "queued"
+    assert pending_job_ids(celery, ["cpu"]) == {dead["id"]}
+    assert [store.get_job(j["id"])["status"] for j in (live, elsewhere)] == ["running", "running"]
