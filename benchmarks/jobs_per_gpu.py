@@ -42,7 +42,7 @@ def run_one(args, barrier, results, rank: int) -> None:
     for _ in range(args.warmup):
         step()
     sync(device)
-    barrier.wait()
+    barrier.wait(timeout=args.timeout)  # a sibling that crashed must not hang the others
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds:
         for _ in range(args.steps_per_check):

@@ -228,6 +228,19 @@ def same_run(state: dict, args) -> str | None:
     return None
 
 
+def child_counts(children) -> dict[str, int]:
+    """Members by status, from the parent's `children` (counts, {"counts": ...}, or a list of jobs)."""
+    if isinstance(children, dict):
+        children = children.get("counts", children)
+        return {str(k): v for k, v in children.items() if isinstance(v, int) and not isinstance(v, bool)}
+    counts: dict[str, int] = {}
+    for child in children if isinstance(children, list) else []:
+        status = child.get("status") if isinstance(child, dict) else None
+        if status:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def follow(client, sweep_id: str, poll_s: float) -> dict:
     """Poll the sweep until it ends, printing a progress line each time it changes."""
     last = None
@@ -235,8 +248,7 @@ def follow(client, sweep_id: str, poll_s: float) -> dict:
         job = client.job(sweep_id)
         progress = job.get("progress") or {}
         fraction = progress.get("fraction")
-        children = job.get("children") or {}
-        counts = children.get("counts") if isinstance(children, dict) else None
+        counts = child_counts(job.get("children"))
         line = (f"{job['status']}: {fraction * 100:.1f}%" if fraction is not None else job["status"])
         if counts:
             line += " (" + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ")"

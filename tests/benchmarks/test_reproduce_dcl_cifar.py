@@ -108,3 +108,10 @@ def test_a_saved_run_is_resumed_only_with_the_same_options():
 def test_the_command_shown_in_results_never_holds_the_key():
     shown = repro.shown_argv(["--key", "s3cret", "--epochs", "5", "--key=s3cret", "--fresh"])
     assert shown == ["--key", "KEY", "--epochs", "5", "--key=KEY"]
+
+
+def test_progress_counts_members_by_status_in_any_of_the_shapes_a_parent_may_give():
+    assert repro.child_counts({"counts": {"running": 2, "queued": 6}}) == {"running": 2, "queued": 6}
+    assert repro.child_counts({"succeeded": 1, "total": 8}) == {"succeeded": 1, "total": 8}
+    assert repro.child_counts([{"status": "running"}, {"status": "running"}, {"id": "x"}]) == {"running": 2}
+    assert repro.child_counts(None) == {}
