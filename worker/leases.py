@@ -8,6 +8,9 @@ process's lease would otherwise stay valid for up to `DCL_LEASE_SECONDS` and the
 show `running` with frozen progress until the reconciler requeued it. A process of the same
 node can see that its sibling is gone, so it takes the job over right away; and the worker's
 main process (its reconciler pass) ends such leases too, whoever receives the message.
+
+This relies on node names being unique across the workers sharing a job store (Celery relies
+on it too): the default `dcl-PID@HOST` is; two workers given the same `--name` are not.
 """
 
 from __future__ import annotations
