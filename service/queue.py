@@ -68,9 +68,10 @@ def queue_for(spec: dict, settings: Settings) -> str:
     return settings.cpu_queue if str(config.get("device", "auto")) == "cpu" else settings.gpu_queue
 
 
-def enqueue(job_id: str, queue: str, app: Celery | None = None) -> None:
-    """Send the run-job message for `job_id` to `queue`."""
-    (app or default_app()).send_task(RUN_JOB, args=[job_id], queue=queue, retry=True, retry_policy=_PUBLISH_RETRY)
+def enqueue(job_id: str, queue: str, app: Celery | None = None, countdown: float | None = None) -> None:
+    """Send the run-job message for `job_id` to `queue` (to be run no sooner than `countdown` s)."""
+    (app or default_app()).send_task(RUN_JOB, args=[job_id], queue=queue, retry=True, retry_policy=_PUBLISH_RETRY,
+                                      countdown=countdown)
 
 
 def queue_depths(app: Celery, queues: list[str]) -> dict[str, int]:

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     )
     max_job_runtime_s: float | None = Field(default=None, gt=0, description="Server cap on one job's run time.")
     worker_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz counts workers seen this recently.")
+    jobs_per_gpu: int = Field(
+        default=1, ge=1, le=64, description="Jobs one worker runs at once on its GPU, each in its own process."
+    )
+    gpu_job_min_free_mib: int = Field(
+        default=2048, ge=0, description="Free GPU memory a job needs to start; less: it waits in the queue (0: no check)."
+    )
+    gpu_wait_seconds: float = Field(default=15.0, gt=0, description="A job waiting for GPU memory is tried again after this.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

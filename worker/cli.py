@@ -1,9 +1,10 @@
 """`dcl worker` / `python -m worker`: start a Celery worker for dcl jobs.
 
-    python -m worker [--gpu N] [--queues gpu,cpu] [--concurrency 1]
+    python -m worker [--gpu N] [--queues gpu,cpu] [--concurrency N]
 
 One worker process per GPU: `--gpu N` sets CUDA_VISIBLE_DEVICES=N before anything can
-import torch (the job then sees its GPU as cuda:0). Each job runs in a fresh child process
+import torch (the job then sees its GPU as cuda:0). It runs up to `--concurrency`
+(DCL_JOBS_PER_GPU, default 1) jobs at once on that GPU. Each job runs in a fresh child process
 of the prefork pool (`worker_max_tasks_per_child=1`), so CUDA never initialises in the
 main process. The main process also runs the reconciler (see worker/reconciler.py)
 unless `--no-reconcile`.
@@ -25,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pin this worker to GPU N (sets CUDA_VISIBLE_DEVICES=N)")
     parser.add_argument("--queues", default=None,
                         help="comma-separated queues to consume (default: DCL_GPU_QUEUE,DCL_CPU_QUEUE, i.e. gpu,cpu)")
-    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
-                        help="jobs run at once by this worker (default 1: one job per GPU)")
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="jobs run at once by this worker, each in its own process "
+                             "(default DCL_JOBS_PER_GPU, 1 unless set)")
     parser.add_argument("--name", default=None,
                         help="Celery node name (default dcl-gpuN-PID@HOST or dcl-PID@HOST)")
     parser.add_argument("--loglevel", default=os.environ.get("DCL_LOG_LEVEL", "INFO"),
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if "torch" in sys.modules:  # too late to pin: CUDA may already have been set up
             print("warning: torch was imported before --gpu was applied", file=sys.stderr)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-    if args.concurrency < 1:
+    if args.concurrency is not None and args.concurrency < 1:
         print("error: --concurrency must be >= 1", file=sys.stderr)
         return 2
 
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
+    if args.concurrency is None:
+        args.concurrency = settings.jobs_per_gpu
     if args.preload:
         # Jobs start seconds sooner: children fork with torch loaded. CUDA stays
         # uninitialised here (only a job's child touches the GPU).

@@ -88,8 +88,8 @@ def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
 @router.post("", status_code=202, response_model=JobPublic,
              responses={404: {"description": "encoder_job not found"}, 409: {"description": "encoder_job not usable"},
                         429: {"description": "Too many active jobs"}})
-def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
-               settings: SettingsDep, celery: CeleryDep) -> JobPublic:
+def create_job(spec: Annotated[JobSpec, Body()], request: Request, response: Response, owner: CurrentKey,
+               store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobPublic:
     """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job)."""
     bad = non_finite(spec.model_dump(exclude={"type"}))
     if bad:
@@ -108,8 +108,10 @@ def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: Curr
     job = store.create_job(owner, spec.type, body, queue=queue)
     try:
         enqueue(job["id"], queue, celery)
-    except Exception as exc:  # the job stays queued in the store; the reconciler sends it again
-        log.warning("could not enqueue %s (%s: %s); the reconciler will retry", job["id"], type(exc).__name__, exc)
+    except Exception as exc:  # the job stays queued in the store; sent again once the broker is back
+        log.warning("could not enqueue %s (%s: %s); will send it when the broker is back",
+                    job["id"], type(exc).__name__, exc)
+        request.app.state.resender.add(job["id"], queue)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return JobPublic.from_row(job)
 
