@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     max_job_runtime_s: float | None = Field(default=None, gt=0, description="Server cap on one job's run time.")
     worker_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz counts workers seen this recently.")
 
+    # Experiment tracking (read by the workers).
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Log every job to this MLflow tracking server (http://host:5000); unset: off."
+    )
+    mlflow_flush_seconds: float = Field(
+        default=60.0, ge=0, description="How long a finished job waits for MLflow to take what it has not sent yet."
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value):

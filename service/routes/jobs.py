@@ -249,7 +249,7 @@ def file_sha256(path: Path, stat: os.stat_result) -> str:
     return digest
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}},
                        206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
                        404: {"description": "No such artifact"},
