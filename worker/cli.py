@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
             print("error: CUDA was initialised in the worker's main process", file=sys.stderr)
             return 1
         logging.getLogger("worker").info("engine preloaded (torch %s, CUDA not initialised)", facts["torch"])
+        from worker.tracking import preload as preload_tracking
+
+        preload_tracking(settings)
     queues = args.queues or f"{settings.gpu_queue},{settings.cpu_queue}"
     queues = ",".join(q.strip() for q in queues.split(",") if q.strip())
     pid, host = os.getpid(), socket.gethostname()

@@ -52,6 +52,14 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def final_scores(result: dict) -> dict[str, Any]:
+    """A job's result, flattened, with a pretrain's `final_metrics` at the top (`loss`, not
+    `final_metrics.loss`)."""
+    nested = result.get("final_metrics")
+    rest = {k: v for k, v in result.items() if k != "final_metrics"}
+    return {**flatten(rest), **(flatten(nested) if isinstance(nested, dict) else {})}
+
+
 def job_params(job: dict) -> dict[str, str]:
     """The job's spec, flattened, as MLflow params (strings, capped at MLflow's length)."""
     spec = {k: v for k, v in (job.get("spec") or {}).items() if k != "type"}
@@ -123,7 +131,13 @@ class MlflowSink:
         while not self._done.is_set():
             try:
                 if client is None:
-                    client = _client(self.tracking_uri)
+                    try:
+                        client = _client(self.tracking_uri)
+                    except ImportError:
+                        log.error("job %s: DCL_MLFLOW_TRACKING_URI is set but mlflow is not installed "
+                                  "(pip install mlflow-skinny); not tracked", self.job["id"])
+                        self._done.set()
+                        return
                 if self._send(client):
                     self._done.set()
                     return
@@ -194,7 +208,7 @@ class MlflowSink:
         step = int(final.get("step") or 0)
         now = int(time.time() * 1000)
         scores = [Metric(f"final.{k}", v, now, step)
-                  for k, v in ((k, _number(v)) for k, v in flatten(final.get("result") or {}).items())
+                  for k, v in ((k, _number(v)) for k, v in final_scores(final.get("result") or {}).items())
                   if v is not None]
         for i in range(0, len(scores), BATCH_METRICS):
             client.log_batch(self.run_id, metrics=scores[i:i + BATCH_METRICS])
@@ -215,6 +229,16 @@ def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def preload(settings) -> None:
+    """Import the MLflow client in the worker's main process when tracking is on: importing it
+    takes seconds, and every job's child would otherwise pay that again."""
+    if getattr(settings, "mlflow_tracking_uri", None):
+        try:
+            import mlflow.tracking  # noqa: F401
+        except ImportError:
+            log.warning("DCL_MLFLOW_TRACKING_URI is set but mlflow is not installed (pip install mlflow-skinny)")
 
 
 def job_sinks(job: dict, run_dir: Path, settings) -> list:
