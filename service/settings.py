@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None, description="Log every job to this MLflow tracking server (http://host:5000); unset: off."
     )
+    worker_cpu_devices: int = Field(
+        default=1, ge=1, le=64,
+        description="Test-only: the CPU 'devices' a worker offers to device=cpu jobs (gloo processes, one a device).",
+    )
     mlflow_flush_seconds: float = Field(
         default=60.0, ge=0, description="How long a finished job waits for MLflow to take what it has not sent yet."
     )
