@@ -72,6 +72,8 @@ class SinkHooks:
         self.sinks = list(sinks)
 
     def __getattr__(self, name: str):
+        if name == "primary":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.primary, name)
 
     def _each(self, method: str, *args) -> None:
