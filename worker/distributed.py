@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import signal
 import subprocess
 import sys
 import time
@@ -54,7 +54,8 @@ def run_distributed(config: dict, run_dir: Path, env, hooks, devices: int, *, po
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
            "-m", "worker.distributed", str(run_dir / JOB_FILE)]
     with open(run_dir / LOG_FILE, "ab") as output:
-        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
     log.info("torchrun on %d devices: pid %d, log %s", devices, proc.pid, run_dir / LOG_FILE)
     events = _EventTail(run_dir / EVENTS_FILE)
     stopping = False
@@ -80,6 +81,17 @@ def run_distributed(config: dict, run_dir: Path, env, hooks, devices: int, *, po
                            f"{_tail(run_dir / LOG_FILE)}")
     result = json.loads((run_dir / RESULT_FILE).read_text())
     return {"final_metrics": result["final_metrics"], "steps": result["steps"], "devices": devices}, result["stopped"]
+
+
+def _die_with_parent() -> None:
+    """In the torchrun child before it starts: SIGTERM when the job process dies (killed, out of
+    memory), so no rank goes on writing into a run folder whose job another worker now holds."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
 
 
 def _replay(event: dict, hooks) -> None:
