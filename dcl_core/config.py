@@ -253,9 +253,25 @@ class EmbedConfig(Strict):
 
 
 # The API's job requests: one schema family, discriminated by `type`.
+class Resources(Strict):
+    """What a job holds while it runs."""
+
+    gpus: int = Field(default=1, ge=1, le=64, description=(
+        "Devices the run trains on, one torchrun process each (DDP; negatives gathered across them); "
+        "more than 1 needs a worker started with that many (`dcl worker --gpus 0,1`)."))
+
+
 class PretrainJob(Strict):
     type: Literal["pretrain"] = "pretrain"
     config: TrainConfig = TrainConfig()
+    resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _batch_splits_over_devices(self) -> "PretrainJob":
+        if self.config.batch_size % self.resources.gpus:
+            raise ValueError(f"config.batch_size {self.config.batch_size} must be divisible by resources.gpus "
+                             f"{self.resources.gpus} (each device trains on an equal share of every batch)")
+        return self
 
 
 class ProbeJob(ProbeConfig):

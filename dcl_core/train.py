@@ -34,6 +34,7 @@ from dcl_core.heads import ProjectionHead
 from dcl_core.hooks import Hooks, NullHooks
 from dcl_core.losses import build_loss
 from dcl_core.optim import build_optimizer, build_scheduler
+from dcl_core.tracking import SinkHooks, TensorBoardHooks
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 METRICS = "metrics.jsonl"
@@ -184,13 +185,21 @@ class _KnnMonitor:
 def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: DataEnv | None = None) -> TrainResult:
     """Pretrain an encoder; resumes from `run_dir/checkpoints/last.pt` when one exists.
 
-    Writes `encoder.safetensors`, `encoder.json` and `metrics.jsonl` into `run_dir`.
-    Under torchrun (an initialised process group) each rank trains on its shard of every
-    global batch and the loss gathers negatives across ranks; rank 0 writes the files.
+    Writes `encoder.safetensors`, `encoder.json`, `metrics.jsonl` and TensorBoard event files
+    (`tensorboard/`) into `run_dir`. Under torchrun (an initialised process group) each rank
+    trains on its shard of every global batch and the loss gathers negatives across ranks;
+    rank 0 writes the files.
     """
+    tensorboard = [TensorBoardHooks(Path(run_dir))] if _rank_world()[0] == 0 else []
+    try:
+        return _fit(config, Path(run_dir), SinkHooks(hooks or NullHooks(), tensorboard), env)
+    finally:
+        for sink in tensorboard:
+            sink.close()
+
+
+def _fit(config: TrainConfig, run_dir: Path, hooks: Hooks, env: DataEnv | None) -> TrainResult:
     started = time.monotonic()
-    run_dir = Path(run_dir)
-    hooks = hooks or NullHooks()
     env = env or DataEnv()
     rank, world = _rank_world()
     if config.batch_size % world:

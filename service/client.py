@@ -140,8 +140,10 @@ class Client:
     def download(self, job_id: str, artifact: dict, out_dir: Path) -> Path:
         """One artifact into out_dir, resumed with a Range request when a .part file exists,
         and checked against its sha256 before it takes its name."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / artifact["name"]
+        target = out_dir / artifact["name"]  # a name may hold a folder (tensorboard/...), never ".."
+        if ".." in Path(artifact["name"]).parts or Path(artifact["name"]).is_absolute():
+            raise UserError(f"refusing to write artifact {artifact['name']!r} outside {out_dir}")
+        target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
         offset = part.stat().st_size if part.exists() else 0
         if offset >= artifact["size"]:

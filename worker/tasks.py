@@ -21,6 +21,7 @@ from typing import Any
 
 from dcl_core.errors import UserError
 from dcl_core.files import sha256_file
+from dcl_core.tracking import TENSORBOARD_DIR, SinkHooks
 from service.queue import RUN_JOB, enqueue, queue_for
 from service.settings import get_settings
 from worker import gpu_memory
@@ -36,6 +37,7 @@ from worker.hooks import (
     StoreHooks,
 )
 from worker.leases import dead_sibling
+from worker.tracking import job_sinks
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +76,25 @@ def runtime_limit_s(job: dict, settings) -> float | None:
     return min(limits) if limits else None
 
 
-def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
-    """(name, size, sha256) of every file the engine wrote at the top of the run dir.
+ARTIFACT_FOLDERS = (TENSORBOARD_DIR,)
+"""Sub-folders of the run dir whose files are artifacts too, named `FOLDER/FILE`."""
 
-    Sub-folders (checkpoints/) and hidden files (half-written temporaries) are not
+
+def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
+    """(name, size, sha256) of every file the engine wrote at the top of the run dir and in
+    its ARTIFACT_FOLDERS.
+
+    Other sub-folders (checkpoints/) and hidden files (half-written temporaries) are not
     artifacts."""
     artifacts = []
-    for path in sorted(run_dir.iterdir()):
+    paths = sorted(run_dir.iterdir())
+    for folder in ARTIFACT_FOLDERS:
+        if (run_dir / folder).is_dir() and not (run_dir / folder).is_symlink():
+            paths += sorted((run_dir / folder).iterdir())
+    for path in paths:
         if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
-            artifacts.append((path.name, path.stat().st_size, sha256_file(path)))
+            name = path.relative_to(run_dir).as_posix()
+            artifacts.append((name, path.stat().st_size, sha256_file(path)))
     return artifacts
 
 
@@ -142,7 +154,31 @@ def execute_job(job_id: str, *, store, settings, worker: str) -> str:
     waited = wait_for_gpu_memory(job, store=store, settings=settings, worker=worker)
     if waited:
         return waited
+    tracking = SinkHooks(None, job_sinks(job, Path(settings.artifacts_dir) / job_id, settings))
+    try:
+        return _run_claimed(job, store=store, settings=settings, worker=worker, tracking=tracking)
+    finally:
+        tracking.close(_tracked_end(store, job_id, worker, tracking))
 
+
+def _tracked_end(store, job_id: str, worker: str, tracking) -> dict | None:
+    """What the tracking sinks log at the end: the job's recorded outcome, or None when the
+    job is no longer this worker's (lost: its new holder goes on logging)."""
+    if not tracking.sinks:
+        return None
+    try:
+        job = store.get_job(job_id)
+    except Exception:
+        log.warning("job %s: could not read its outcome for the tracking sinks", job_id, exc_info=True)
+        return None
+    if job is None or job.get("status") not in ("succeeded", "failed", "cancelled"):
+        return None
+    return {"status": job["status"], "result": job.get("result") or {}, "step": job.get("step"),
+            "artifacts": [a["name"] for a in store.artifacts(job_id)]}
+
+
+def _run_claimed(job: dict, *, store, settings, worker: str, tracking: SinkHooks) -> str:
+    job_id = job["id"]
     limit = runtime_limit_s(job, settings)
     started = time.monotonic()
     deadline = started + limit if limit else None
@@ -151,12 +187,13 @@ def execute_job(job_id: str, *, store, settings, worker: str) -> str:
     with Heartbeat(store, job_id, worker, lease_s=settings.lease_seconds,
                    interval_s=settings.heartbeat_seconds) as heartbeat:
         hooks = StoreHooks(store, job_id, worker, heartbeat=heartbeat, deadline=deadline)
+        tracking.primary = hooks
         try:
             runner = RUNNERS.get(job.get("type"))
             if runner is None:
                 raise UserError(f"unknown job type {job.get('type')!r}; choose one of {sorted(RUNNERS)}")
             run_dir.mkdir(parents=True, exist_ok=True)
-            outcome = runner(job.get("spec") or {}, run_dir, build_data_env(settings), hooks, settings)
+            outcome = runner(job.get("spec") or {}, run_dir, build_data_env(settings), tracking, settings)
         except LeaseLost:
             log.warning("job %s: lease lost at step %s, leaving the job to its new holder", job_id, hooks.step)
             return "lost"

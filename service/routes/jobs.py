@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from dcl_core.config import DatasetSpec, JobSpec
 from dcl_core.files import sha256_file
 from service.deps import CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many
-from service.queue import enqueue, queue_for
+from service.queue import enqueue, multi_device_queue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.store import TERMINAL, JobStore
 
@@ -85,6 +85,26 @@ def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
                                  "name a pretrain job that succeeded (wait for it to finish)")
 
 
+def check_devices(spec: dict, queue: str, store: JobStore, settings) -> None:
+    """A job on N > 1 devices needs a worker that consumes its queue (one with N or more devices):
+    it waits for one that is busy, and is refused when no such worker has been seen lately."""
+    devices = int((spec.get("resources") or {}).get("gpus") or 1)
+    if devices <= 1:
+        return
+    base = queue.rsplit("-x", 1)[0]
+    most = 0
+    for worker in store.workers_seen(settings.worker_seen_seconds):
+        queues = str((worker.get("info") or {}).get("queues") or "").split(",")
+        if queue in queues:
+            return
+        most = max([most] + [n for n in range(1, 65) if multi_device_queue(base, n) in queues])
+    kind = "GPU" if base == settings.gpu_queue else "device"
+    raise invalid("resources.gpus", (
+        f"no worker can run a job on {devices} {kind}s: the workers seen in the last "
+        f"{settings.worker_seen_seconds:g} s offer at most {most} on the {base!r} queue. Lower resources.gpus, "
+        f"or start a worker with that many (dcl worker --gpus {','.join(str(i) for i in range(devices))})"))
+
+
 @router.post("", status_code=202, response_model=JobPublic,
              responses={404: {"description": "encoder_job not found"}, 409: {"description": "encoder_job not usable"},
                         429: {"description": "Too many active jobs"}})
@@ -105,6 +125,7 @@ def create_job(spec: Annotated[JobSpec, Body()], request: Request, response: Res
                        "delete datasets you no longer need", 3600)
     body = spec.model_dump(mode="json")
     queue = queue_for(body, settings)
+    check_devices(body, queue, store, settings)
     job = store.create_job(owner, spec.type, body, queue=queue)
     try:
         enqueue(job["id"], queue, celery)
@@ -251,7 +272,7 @@ def file_sha256(path: Path, stat: os.stat_result) -> str:
     return digest
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}},
                        206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
                        404: {"description": "No such artifact"},
