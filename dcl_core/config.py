@@ -7,18 +7,20 @@ can start from; invalid values and combinations are rejected with the field name
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dcl_core.encoders import ENCODERS, check_encoder_kwargs, check_encoder_name, encoder_entry
 from dcl_core.methods import MethodName
 
-ENCODERS = ("resnet18", "resnet34", "resnet50", "convnet_small")
 TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "SVHN")
 BUILTIN_DATASETS = ("digits",)
 DATASET_ID = re.compile(r"^ds_[0-9a-f]{8,32}$")
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+EncoderKwarg = Union[bool, int, float, Annotated[str, Field(max_length=200)], None,
+                     Annotated[list[Union[int, float]], Field(max_length=16)]]
 
 
 class Strict(BaseModel):
@@ -156,9 +158,18 @@ class TrainConfig(Strict):
 
     method: MethodName = "dcl"
     dataset: DatasetSpec = DatasetSpec(source="builtin:digits")
-    encoder: Literal["resnet18", "resnet34", "resnet50", "convnet_small"] = "resnet18"
+    encoder: str = Field(
+        default="resnet18", max_length=140,
+        description="resnet18, resnet34, resnet50, convnet_small, or timm:NAME (any timm model, "
+        "e.g. timm:vit_small_patch16_224; needs the timm extra where the run trains).",
+    )
+    encoder_kwargs: dict[str, EncoderKwarg] = Field(
+        default_factory=dict, max_length=32,
+        description="timm:NAME only: keyword arguments for timm.create_model (e.g. depth, embed_dim).",
+    )
     small_stem: bool | None = Field(
-        default=None, description="3x3 stride-1 conv1, no max-pool; None: on for images <= 64 px."
+        default=None, description="3x3 stride-1 conv1, no max-pool; None: on for images <= 64 px. "
+        "ResNets and convnet_small only.",
     )
     projection_hidden_dim: int | None = Field(default=None, ge=1, description="None: the encoder's feature dim.")
     projection_dim: int = Field(default=128, ge=1)
@@ -196,9 +207,23 @@ class TrainConfig(Strict):
     log_every_steps: int = Field(default=10, ge=1)
     checkpoint_every_steps: int = Field(default=500, ge=1, description="Also at every epoch end.")
     max_runtime_s: float | None = Field(default=None, gt=0, description="Fail the run past this wall time.")
+    export: list[Literal["onnx", "hf"]] = Field(
+        default_factory=list, max_length=2,
+        description="Extra encoder formats: onnx (encoder.onnx, checked with onnxruntime), hf (config.json + "
+        "model.safetensors, a Hugging Face-style folder).",
+    )
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        return check_encoder_name(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
+        check_encoder_kwargs(self.encoder, self.encoder_kwargs)
+        if self.small_stem and not encoder_entry(self.encoder).small_stem:
+            raise ValueError(f"small_stem applies to the torchvision ResNets and convnet_small, not {self.encoder!r}; "
+                             "leave it unset")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
         if self.optimizer in ("adam", "adamw") and self.momentum != 0.9:
@@ -242,9 +267,25 @@ class EmbedConfig(Strict):
 
 
 # The API's job requests, one model a type; `dcl_core.jobtypes` registers them (and JobSpec).
+class Resources(Strict):
+    """What a job holds while it runs."""
+
+    gpus: int = Field(default=1, ge=1, le=64, description=(
+        "Devices the run trains on, one torchrun process each (DDP; negatives gathered across them); "
+        "more than 1 needs a worker started with that many (`dcl worker --gpus 0,1`)."))
+
+
 class PretrainJob(Strict):
     type: Literal["pretrain"] = "pretrain"
     config: TrainConfig = TrainConfig()
+    resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _batch_splits_over_devices(self) -> "PretrainJob":
+        if self.config.batch_size % self.resources.gpus:
+            raise ValueError(f"config.batch_size {self.config.batch_size} must be divisible by resources.gpus "
+                             f"{self.resources.gpus} (each device trains on an equal share of every batch)")
+        return self
 
 
 class ProbeJob(ProbeConfig):

@@ -21,6 +21,7 @@ from dcl_core.errors import UserError
 from dcl_core.jobtypes import JOB_TYPES
 from service.deps import FieldError
 from service.queue import make_celery
+from service.resender import Resender
 from service.routes import datasets, health, jobs
 from service.settings import Settings, get_settings
 from service.store import JobStore
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         gc.unfreeze()
+        app.state.resender.stop()
         app.state.store.dispose()
 
     app = FastAPI(
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = JobStore(settings.database_url)
     app.state.celery = make_celery(settings)
+    app.state.resender = Resender(app.state.store, app.state.celery)
     app.state.key_owners = settings.api_key_hashes()
     app.state.registry, latency = health.make_registry(app.state)
     install_error_handlers(app)

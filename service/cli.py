@@ -80,6 +80,15 @@ def register(subparsers) -> None:
     p.add_argument("job_id")
     p.set_defaults(func=cmd_retry)
 
+    p = client_parser("datasets", "list your uploaded datasets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+
+    p = client_parser("metrics", "print a job's metric series (one row per logged step)")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="JSON lines, one row each")
+    p.set_defaults(func=cmd_metrics)
+
 
 # ---- serve ------------------------------------------------------------------------------
 
@@ -331,3 +340,44 @@ def cmd_cancel(args) -> int:
                     else f" (a {job['type']} job cannot stop mid-run: it runs to its end)")
     print(f"{job['id']}: {job['status']}{stopping}")
     return 0
+
+
+def cmd_datasets(args) -> int:
+    with _client(args) as client:
+        page = client.datasets(limit=500)
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    for d in page["items"]:
+        summary = d["summary"]
+        print(f"{d['id']}  {d['name']}  {summary.get('num_images')} images  {len(summary.get('classes') or [])} classes"
+              f"  {d['bytes']} bytes  created {d['created_at']}")
+    print(f"{len(page['items'])} of {page['total']} dataset(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    """Every row, fetched page by page; a table with one column per metric (first seen first)."""
+    rows, since = [], 0
+    with _client(args) as client:
+        while True:
+            page = client.metrics(args.job_id, since=since)
+            rows += page["items"]
+            if not page["items"] or page["next_since"] == since:
+                break
+            since = page["next_since"]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    print("\t".join(columns))
+    for row in rows:
+        print("\t".join(_cell(row.get(key)) for key in columns))
+    return 0
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)

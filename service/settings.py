@@ -61,6 +61,25 @@ class Settings(BaseSettings):
     )
     max_job_runtime_s: float | None = Field(default=None, gt=0, description="Server cap on one job's run time.")
     worker_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz counts workers seen this recently.")
+    jobs_per_gpu: int = Field(
+        default=1, ge=1, le=64, description="Jobs one worker runs at once on its GPU, each in its own process."
+    )
+    gpu_job_min_free_mib: int = Field(
+        default=2048, ge=0, description="Free GPU memory a job needs to start; less: it waits in the queue (0: no check)."
+    )
+    gpu_wait_seconds: float = Field(default=15.0, gt=0, description="A job waiting for GPU memory is tried again after this.")
+
+    # Experiment tracking (read by the workers).
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Log every job to this MLflow tracking server (http://host:5000); unset: off."
+    )
+    worker_cpu_devices: int = Field(
+        default=1, ge=1, le=64,
+        description="Test-only: the CPU 'devices' a worker offers to device=cpu jobs (gloo processes, one a device).",
+    )
+    mlflow_flush_seconds: float = Field(
+        default=60.0, ge=0, description="How long a finished job waits for MLflow to take what it has not sent yet."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -439,10 +439,12 @@ class JobStore:
                 .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE), jobs.c.type.not_in(PARENT_TYPES))
             ).scalar_one())
 
-    def claim(self, job_id: str, worker: str, lease_s: float) -> dict | None:
+    def claim(self, job_id: str, worker: str, lease_s: float, dead_holder: str | None = None) -> dict | None:
         """Take the job for `worker`: one compare-and-set. None when someone else holds it,
-        it is finished or cancelled, or a cancel was requested."""
+        it is finished or cancelled, or a cancel was requested. `dead_holder`: a holder the
+        caller knows is dead (a killed sibling process), whose lease is taken over at once."""
         now = utcnow()
+        taken_over = [and_(jobs.c.status == "running", jobs.c.worker == dead_holder)] if dead_holder else []
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 update(jobs)
@@ -452,6 +454,7 @@ class JobStore:
                     or_(
                         jobs.c.status == "queued",
                         and_(jobs.c.status == "running", jobs.c.lease_expires_at < now),
+                        *taken_over,
                     ),
                 )
                 .values(
@@ -598,6 +601,37 @@ class JobStore:
     def mark_enqueued(self, job_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(enqueued_at=utcnow()))
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """running -> queued by the worker that claimed it and could not start it (no room on
+        its GPU): the claim is undone, its attempt not counted."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
+                .values(status="queued", worker=None, lease_expires_at=None, enqueued_at=utcnow(),
+                        attempts=jobs.c.attempts - 1)
+            ).rowcount
+        return bool(done)
+
+    def running_held_by(self, prefix: str) -> list[dict]:
+        """Running jobs whose holder's name starts with `prefix` (`NODE/`: one worker's processes)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.worker)
+                .where(jobs.c.status == "running", jobs.c.worker.startswith(prefix, autoescape=True))
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def expire_lease(self, job_id: str, worker: str) -> bool:
+        """End `worker`'s lease now (it is known dead), so the job can be requeued or claimed at once."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            ).rowcount
+        return bool(done)
 
     def requeue(self, job_id: str) -> bool:
         """A running job whose lease expired goes back to queued (its worker is gone)."""

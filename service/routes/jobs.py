@@ -22,7 +22,7 @@ from dcl_core.config import DatasetSpec
 from dcl_core.jobtypes import JOB_TYPES, JobSpec
 from dcl_core.files import sha256_file
 from service.deps import CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many
-from service.queue import enqueue, queue_for
+from service.queue import enqueue, multi_device_queue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.store import PARENT_TYPES, TERMINAL, JobStore
 from service.sweeps import settle
@@ -88,11 +88,31 @@ def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
                                  "name a pretrain job that succeeded (wait for it to finish)")
 
 
+def check_devices(spec: dict, queue: str, store: JobStore, settings) -> None:
+    """A job on N > 1 devices needs a worker that consumes its queue (one with N or more devices):
+    it waits for one that is busy, and is refused when no such worker has been seen lately."""
+    devices = int((spec.get("resources") or {}).get("gpus") or 1)
+    if devices <= 1:
+        return
+    base = queue.rsplit("-x", 1)[0]
+    most = 0
+    for worker in store.workers_seen(settings.worker_seen_seconds):
+        queues = str((worker.get("info") or {}).get("queues") or "").split(",")
+        if queue in queues:
+            return
+        most = max([most] + [n for n in range(1, 65) if multi_device_queue(base, n) in queues])
+    kind = "GPU" if base == settings.gpu_queue else "device"
+    raise invalid("resources.gpus", (
+        f"no worker can run a job on {devices} {kind}s: the workers seen in the last "
+        f"{settings.worker_seen_seconds:g} s offer at most {most} on the {base!r} queue. Lower resources.gpus, "
+        f"or start a worker with that many (dcl worker --gpus {','.join(str(i) for i in range(devices))})"))
+
+
 @router.post("", status_code=202, response_model=JobPublic,
              responses={404: {"description": "encoder_job not found"}, 409: {"description": "encoder_job not usable"},
                         429: {"description": "Too many active jobs"}})
-def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
-               settings: SettingsDep, celery: CeleryDep) -> JobPublic:
+def create_job(spec: Annotated[JobSpec, Body()], request: Request, response: Response, owner: CurrentKey,
+               store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobPublic:
     """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job),
     or `sweep` (one pretrain job per grid point, its children: `GET /v1/jobs?parent=ID`)."""
     bad = non_finite(spec.model_dump(exclude={"type"}))
@@ -111,12 +131,16 @@ def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: Curr
     body = spec.model_dump(mode="json")
     if kind.has_children:
         bodies = [m.model_dump(mode="json") for m in members]
+        for member in bodies:
+            check_devices(member, queue_for(member, settings), store, settings)
         job, children = store.create_parent(owner, spec.type, body,
                                             [(b["type"], b, queue_for(b, settings)) for b in bodies])
     else:
-        job = store.create_job(owner, spec.type, body, queue=queue_for(body, settings))
+        queue = queue_for(body, settings)
+        check_devices(body, queue, store, settings)
+        job = store.create_job(owner, spec.type, body, queue=queue)
         children = [job]
-    send(children, celery)
+    send(children, celery, request.app.state.resender)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return public(store, job)
 
@@ -130,14 +154,16 @@ def check_room(store: JobStore, owner: str, settings, wanted: int) -> None:
                        "Wait for some to end, cancel some, or make the sweep smaller")
 
 
-def send(jobs: list[dict], celery) -> None:
+def send(jobs: list[dict], celery, resender) -> None:
     for job in jobs:
         if not job.get("queue"):
             continue
         try:
             enqueue(job["id"], job["queue"], celery)
-        except Exception as exc:  # the job stays queued in the store; the reconciler sends it again
-            log.warning("could not enqueue %s (%s: %s); the reconciler will retry", job["id"], type(exc).__name__, exc)
+        except Exception as exc:  # the job stays queued in the store; sent again once the broker is back
+            log.warning("could not enqueue %s (%s: %s); will send it when the broker is back",
+                        job["id"], type(exc).__name__, exc)
+            resender.add(job["id"], job["queue"])
 
 
 def public(store: JobStore, job: dict) -> JobPublic:
@@ -197,7 +223,7 @@ def cancel_job(job: OwnedJob, owner: CurrentKey, store: StoreDep, settings: Sett
 
 @router.post("/{job_id}/retry", response_model=JobPublic,
              responses={409: {"description": "Not failed or cancelled"}, 429: {"description": "Too many active jobs"}})
-def retry_job(job: OwnedJob, store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobPublic:
+def retry_job(job: OwnedJob, request: Request, store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobPublic:
     """Queue a failed or cancelled job again; it resumes from its last checkpoint. For a sweep: its
     failed and cancelled members (the sweep itself may have succeeded without them). A retried
     member puts its sweep back to running."""
@@ -211,7 +237,7 @@ def retry_job(job: OwnedJob, store: StoreDep, settings: SettingsDep, celery: Cel
         raise HTTPException(409, f"job {job['id']} is {job['status']}; only a failed or cancelled job can be retried")
     check_room(store, job["owner"], settings, len(ids))
     retried = store.retry(ids)
-    send([j for j in (store.get_job(i) for i in retried) if j is not None], celery)
+    send([j for j in (store.get_job(i) for i in retried) if j is not None], celery, request.app.state.resender)
     return public(store, store.get_job(job["id"]) or job)
 
 
@@ -323,7 +349,7 @@ def file_sha256(path: Path, stat: os.stat_result) -> str:
     return digest
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}},
                        206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
                        404: {"description": "No such artifact"},
