@@ -1,6 +1,6 @@
 """What the API answers: the public shape of jobs, datasets, artifacts and metrics.
 
-Requests are validated with `dcl_core.config` (JobSpec and its parts) directly: one schema
+Requests are validated with `dcl_core.jobtypes.JobSpec` (the `dcl_core.config` models) directly: one schema
 for the API and the engine.
 """
 
