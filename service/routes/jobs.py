@@ -96,16 +96,16 @@ def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: Curr
         raise invalid(bad, "must be a finite number (not NaN or infinity)")
     check_sources(spec, owner, store, settings.allow_download)
     check_encoder_job(spec, owner, store)
-    active = store.count_active(owner)
-    if active >= settings.max_active_jobs_per_key:
-        raise too_many(f"this key has {active} queued or running jobs, its limit; wait for one to end or cancel one")
     stored = store.stored_bytes(owner)
     if stored >= settings.max_stored_bytes_per_key:
         raise too_many(f"this key stores {stored} bytes, its limit is {settings.max_stored_bytes_per_key}; "
                        "delete datasets you no longer need", 3600)
     body = spec.model_dump(mode="json")
     queue = queue_for(body, settings)
-    job = store.create_job(owner, spec.type, body, queue=queue)
+    job = store.create_job(owner, spec.type, body, queue=queue, max_active=settings.max_active_jobs_per_key)
+    if job is None:
+        raise too_many(f"this key has {store.count_active(owner)} queued or running jobs and its limit is "
+                       f"{settings.max_active_jobs_per_key}; wait for one to end or cancel one")
     try:
         enqueue(job["id"], queue, celery)
     except Exception as exc:  # the job stays queued in the store; the reconciler sends it again
