@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from dcl_core.errors import UserError
 from service.deps import FieldError
+from service.guards import RejectOddUrls
 from service.queue import make_celery
 from service.routes import datasets, health, jobs
 from service.settings import Settings, get_settings
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry, latency = health.make_registry(app.state)
     install_error_handlers(app)
     app.add_middleware(LatencyMiddleware, histogram=latency)
+    app.add_middleware(RejectOddUrls)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

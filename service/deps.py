@@ -64,8 +64,14 @@ async def current_key(
 
 CurrentKey = Annotated[str, Depends(current_key)]
 
-JobId = Annotated[str, Path(min_length=1, max_length=64, description="A job id (job_...).")]
-DatasetId = Annotated[str, Path(min_length=1, max_length=64, description="A dataset id (ds_...).")]
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""Every id the service makes (job_..., ds_...) fits it; nothing else reaches the database."""
+INT32_MAX = 2**31 - 1
+"""Steps are 32-bit integers in the job store: the bound of `since`, `offset` and Last-Event-ID."""
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="A job id (job_...).")]
+DatasetId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN,
+                                description="A dataset id (ds_...).")]
 
 
 async def owned_job(job_id: JobId, owner: CurrentKey, store: StoreDep) -> dict:

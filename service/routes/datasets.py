@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dcl_core.archive import store_dataset
 from dcl_core.errors import UserError
-from service.deps import CurrentKey, OwnedDataset, SettingsDep, StoreDep, too_many
+from service.deps import INT32_MAX, CurrentKey, OwnedDataset, SettingsDep, StoreDep, too_many
 from service.schemas import DatasetPublic, DatasetsPublic
 from service.uploads import receive_upload
 
@@ -129,7 +129,7 @@ async def upload_dataset(request: Request, response: Response, owner: CurrentKey
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(owner: CurrentKey, store: StoreDep,
                   limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> DatasetsPublic:
+                  offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> DatasetsPublic:
     items, total = store.list_datasets(owner, limit=limit, offset=offset)
     return DatasetsPublic(items=[DatasetPublic.from_row(r) for r in items], total=total, limit=limit, offset=offset)
 

@@ -12,14 +12,18 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Iterator
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Path as PathParam, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from dcl_core.config import DatasetSpec, JobSpec
+from dcl_core.catalog import SPLIT_SIZES, missing_torchvision_files
+from dcl_core.config import DatasetSpec, JobSpec, TrainConfig
 from dcl_core.files import sha256_file
-from service.deps import CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many
+from service.deps import (
+    INT32_MAX, CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many,
+)
+from service.guards import has_nul
 from service.queue import enqueue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.store import TERMINAL, JobStore
@@ -44,19 +48,40 @@ def dataset_fields(model: BaseModel, path: str = "") -> Iterator[tuple[str, Data
             yield from dataset_fields(value, f"{path}.{name}" if path else name)
 
 
-def check_sources(spec: BaseModel, owner: str, store: JobStore, allow_download: bool) -> None:
+def check_sources(spec: BaseModel, owner: str, store: JobStore, settings) -> None:
+    """Each dataset the job names must be readable where it runs, and a pretraining batch
+    must fit in its dataset when the service knows the size: else the job could only fail."""
+    sizes: dict[str, int] = {}
     for path, dataset in dataset_fields(spec):
         where = f"{path}.source"
         if dataset.kind == "path":
             raise invalid(where, f"{dataset.source!r} is a local path, which the service cannot read; "
                                  "upload it with POST /v1/datasets and name it as dataset:ID")
+        size = SPLIT_SIZES.get(dataset.source, {}).get(dataset.split)
         if dataset.kind == "dataset":
             dataset_id = dataset.source.partition(":")[2]
-            if store.get_dataset(dataset_id, owner) is None:
+            row = store.get_dataset(dataset_id, owner)
+            if row is None:
                 raise invalid(where, f"dataset {dataset_id} not found; upload it with POST /v1/datasets")
-        if dataset.kind == "torchvision" and dataset.download and not allow_download:
-            raise invalid(f"{path}.download", "this server does not download datasets (DCL_ALLOW_DOWNLOAD is off); "
-                                              "upload the data with POST /v1/datasets instead")
+            size = (row.get("summary") or {}).get("num_images")
+        if dataset.kind == "torchvision":
+            if dataset.download and not settings.allow_download:
+                raise invalid(f"{path}.download", "this server does not download datasets (DCL_ALLOW_DOWNLOAD "
+                                                  "is off); upload the data with POST /v1/datasets instead")
+            name = dataset.source.partition(":")[2]
+            if not dataset.download and missing_torchvision_files(settings.torchvision_root, name, dataset.split):
+                raise invalid(where, f"{dataset.source} ({dataset.split} split) is not on this server: ask its "
+                                     f"operator to put torchvision's {name} files in the torchvision folder "
+                                     "(DCL_TORCHVISION_ROOT)"
+                                     + (", or set download: true" if settings.allow_download else "")
+                                     + ", or upload the data with POST /v1/datasets")
+        if isinstance(size, int):
+            sizes[path] = min(size, dataset.max_images or size)
+    config = getattr(spec, "config", None)
+    images = sizes.get("config.dataset")
+    if isinstance(config, TrainConfig) and images is not None and config.batch_size > images:
+        raise invalid("config.batch_size", f"{config.batch_size} is more than the {images} images of "
+                                           f"{config.dataset.source}; use batch_size <= {images}")
 
 
 def non_finite(value: Any, path: str = "") -> str | None:
@@ -91,10 +116,14 @@ def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
 def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
                settings: SettingsDep, celery: CeleryDep) -> JobPublic:
     """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job)."""
-    bad = non_finite(spec.model_dump(exclude={"type"}))
+    dumped = spec.model_dump(exclude={"type"})
+    bad = non_finite(dumped)
     if bad:
         raise invalid(bad, "must be a finite number (not NaN or infinity)")
-    check_sources(spec, owner, store, settings.allow_download)
+    bad = has_nul(dumped)
+    if bad is not None:
+        raise invalid(bad or "body", "contains a NUL byte (\\0); remove it")
+    check_sources(spec, owner, store, settings)
     check_encoder_job(spec, owner, store)
     stored = store.stored_bytes(owner)
     if stored >= settings.max_stored_bytes_per_key:
@@ -119,7 +148,7 @@ def list_jobs(owner: CurrentKey, store: StoreDep,
               status: Annotated[JobStatus | None, Query()] = None,
               type: Annotated[JobType | None, Query()] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobsPublic:
+              offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> JobsPublic:
     items, total = store.list_jobs(owner, status=status, type=type, limit=limit, offset=offset)
     return JobsPublic(items=[JobPublic.from_row(r) for r in items], total=total, limit=limit, offset=offset)
 
@@ -139,7 +168,7 @@ def owned_metrics(store: JobStore, job_id: str, owner: str, since: int, limit: i
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses={404: {"description": "No such job"}})
 async def get_metrics(job_id: JobId, owner: CurrentKey, store: StoreDep,
-                      since: Annotated[int, Query(ge=0, description="Only rows with step > since.")] = 0,
+                      since: Annotated[int, Query(ge=0, le=INT32_MAX, description="Only rows with step > since.")] = 0,
                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricsPublic:
     rows = await run_in_threadpool(owned_metrics, store, job_id, owner, since, limit)
     return MetricsPublic(job_id=job_id, items=rows, next_since=rows[-1]["step"] if rows else since)
@@ -167,8 +196,9 @@ def sse(event: str, data: Any, id: int | None = None) -> str:
                              "description": "`metrics` events (id: step), `status` events, a final `end` event"}})
 async def job_events(
     job: OwnedJob, request: Request, store: StoreDep, settings: SettingsDep,
-    since: Annotated[int, Query(ge=0, description="Start after this step (Last-Event-ID wins).")] = 0,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    since: Annotated[int, Query(ge=0, le=INT32_MAX, description="Start after this step (Last-Event-ID wins).")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,
+                                                description="The last step seen (an event's id).")] = None,
 ) -> StreamingResponse:
     """A live stream until the job ends: `metrics` rows with `id: STEP` (reconnect with
     Last-Event-ID to resume), `status` when the job changes, and `end` with the final job.
@@ -176,6 +206,8 @@ async def job_events(
     cursor = since
     if last_event_id and last_event_id.strip().isdigit():
         cursor = int(last_event_id.strip())
+        if cursor > INT32_MAX:  # checked before the stream starts: a 200 could not take it back
+            raise FieldError(["header", "Last-Event-ID"], f"must be a step, at most {INT32_MAX}")
     return StreamingResponse(
         _events(job["id"], cursor, request, store, settings.sse_poll_seconds, settings.sse_keepalive_seconds,
                 settings.sse_max_stream_seconds),
@@ -254,7 +286,8 @@ def file_sha256(path: Path, stat: os.stat_result) -> str:
                        206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
                        404: {"description": "No such artifact"},
                        409: {"description": "The stored file does not match its recorded sha256"}})
-def download_artifact(job: OwnedJob, name: str, store: StoreDep, settings: SettingsDep,
+def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")],
+                      store: StoreDep, settings: SettingsDep,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """The file, with its sha256 as `Repr-Digest` (RFC 9530) and as the ETag; Range requests work.
     The file is checked against its recorded sha256 before it is served."""
