@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = JobStore(settings.database_url)
     app.state.celery = make_celery(settings)
     app.state.key_owners = settings.api_key_hashes()
+    app.state.operator_owners = settings.operator_owners()
     app.state.registry, latency = health.make_registry(app.state)
     install_error_handlers(app)
     app.add_middleware(LatencyMiddleware, histogram=latency)

@@ -54,3 +54,11 @@ def has_nul(value) -> str | None:
         if found is not None:
             return f"{key}.{found}" if found else str(key)
     return None
+
+
+def hide_paths(message: str, shown_as: dict[str, str]) -> str:
+    """`message` with each server path (or temporary file name) replaced by what a user knows
+    it as; longest first, so a folder does not cut a path inside it in two."""
+    for path in sorted(shown_as, key=len, reverse=True):
+        message = message.replace(path, shown_as[path])
+    return message

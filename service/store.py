@@ -293,19 +293,21 @@ class JobStore:
             ).mappings().all()
         return [dict(r) for r in rows], int(total)
 
-    def count_jobs_by_status(self) -> dict[str, int]:
+    def count_jobs_by_status(self, owner: str | None = None) -> dict[str, int]:
+        where = [jobs.c.owner == owner] if owner is not None else []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+            rows = conn.execute(select(jobs.c.status, func.count()).where(*where).group_by(jobs.c.status)).all()
         counts = {status: 0 for status in STATUSES}
         counts.update({status: int(n) for status, n in rows})
         return counts
 
-    def job_durations(self, limit: int = 10_000) -> list[tuple[str, str, float]]:
+    def job_durations(self, limit: int = 10_000, owner: str | None = None) -> list[tuple[str, str, float]]:
         """(type, status, seconds from start to end) of the most recently finished jobs."""
+        where = [jobs.c.owner == owner] if owner is not None else []
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(jobs.c.type, jobs.c.status, jobs.c.started_at, jobs.c.finished_at)
-                .where(jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
+                .where(jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None), *where)
                 .order_by(jobs.c.finished_at.desc()).limit(limit)
             ).all()
         return [(r.type, r.status, max(0.0, (r.finished_at - r.started_at).total_seconds())) for r in rows]
