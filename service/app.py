@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -48,6 +49,9 @@ def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
         if err.get("type") == "json_invalid":  # the loc is a character offset, not a field
             loc = ["body"]
             err = {**err, "msg": f"{err.get('msg')} at character {err['loc'][-1]}; send a JSON object"}
+        value = err.get("input")
+        if isinstance(value, float) and not math.isfinite(value):  # not "should be <= 10" for a NaN
+            err = {**err, "msg": f"must be a finite number, got {value}", "type": "finite_number"}
         items.append({"loc": loc, "field": field_path(loc), "msg": str(err.get("msg", "invalid")),
                       "type": err.get("type", "value_error")})
     detail = "; ".join(f"{e['field']}: {e['msg']}" for e in items) or "invalid request"

@@ -168,10 +168,18 @@ def describe(job: dict) -> str:
     return line
 
 
-def follow(client, job_id: str, quiet: bool) -> int:
-    """Follows the event stream with a one-line progress bar; 0 if the job succeeded."""
+def progress_bar(job_id: str, progress: dict, file=None):
+    """The bar for a job first seen at `progress`: it starts at that step, so the rate and the
+    ETA count only steps seen to happen (attached at step 900, those 900 took hours, not a second)."""
     from tqdm import tqdm
 
+    step = min(progress["step"], progress["total_steps"])
+    return tqdm(total=progress["total_steps"], initial=step, desc=job_id, unit="step", dynamic_ncols=True,
+                file=file or sys.stderr)
+
+
+def follow(client, job_id: str, quiet: bool) -> int:
+    """Follows the event stream with a one-line progress bar; 0 if the job succeeded."""
     bar = None
     final = None
     try:
@@ -179,7 +187,7 @@ def follow(client, job_id: str, quiet: bool) -> int:
             if event.event == "status" and isinstance(event.data, dict):
                 total = event.data["progress"].get("total_steps")
                 if bar is None and total and not quiet:
-                    bar = tqdm(total=total, desc=job_id, unit="step", dynamic_ncols=True, file=sys.stderr)
+                    bar = progress_bar(job_id, event.data["progress"])
                 if bar is not None:
                     bar.n = min(event.data["progress"]["step"], bar.total)
                     bar.set_postfix_str(event.data["status"], refresh=True)

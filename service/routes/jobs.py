@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Iterator
 
-from fastapi import APIRouter, Body, Header, HTTPException, Path as PathParam, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from dcl_core.catalog import SPLIT_SIZES, missing_torchvision_files
 from dcl_core.config import DatasetSpec, JobSpec, TrainConfig
@@ -110,7 +112,16 @@ def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
                                  "name a pretrain job that succeeded (wait for it to finish)")
 
 
-@router.post("", status_code=202, response_model=JobPublic,
+async def json_body(request: Request) -> None:
+    """A job is JSON: without the content type FastAPI would not parse it (a guard against
+    cross-site form posts), and the error would be a puzzling "should be a valid dictionary"."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise HTTPException(415, f"send the job as JSON with `Content-Type: application/json` "
+                                 f"(got {content_type or 'no content type'!s:.100})")
+
+
+@router.post("", status_code=202, response_model=JobPublic, dependencies=[Depends(json_body)],
              responses={404: {"description": "encoder_job not found"}, 409: {"description": "encoder_job not usable"},
                         429: {"description": "Too many active jobs"}})
 def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
@@ -281,12 +292,35 @@ def file_sha256(path: Path, stat: os.stat_result) -> str:
     return digest
 
 
+class ArtifactFile(FileResponse):
+    """A FileResponse whose Range errors (400, 416) come in the JSON error model, like every
+    other error (Starlette answers them in plain text). Uses Starlette's own range parser."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = Headers(scope=scope)
+        http_range, if_range = headers.get("range"), headers.get("if-range")
+        if http_range is not None and scope["method"] in ("GET", "HEAD") and self.stat_result is not None \
+                and (if_range is None or self._should_use_range(if_range)):
+            try:
+                self._parse_range_header(http_range, self.stat_result.st_size)
+            except MalformedRangeHeader as exc:
+                error = JSONResponse({"detail": f"malformed Range header ({exc.content}); "
+                                                "send `Range: bytes=START-[END]`"}, status_code=400)
+                return await error(scope, receive, send)
+            except RangeNotSatisfiable as exc:
+                error = JSONResponse({"detail": f"the Range starts past the end of the file "
+                                                f"({exc.max_size} bytes)"}, status_code=416,
+                                     headers={"Content-Range": f"bytes */{exc.max_size}"})
+                return await error(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}},
                        206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
                        404: {"description": "No such artifact"},
                        409: {"description": "The stored file does not match its recorded sha256"}})
-def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")],
+def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=255)],
                       store: StoreDep, settings: SettingsDep,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """The file, with its sha256 as `Repr-Digest` (RFC 9530) and as the ETag; Range requests work.
@@ -312,5 +346,5 @@ def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=2
     headers = {"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:", "Cache-Control": "private, no-cache"}
     if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, filename=artifact["name"], headers=headers, stat_result=stat,
+    return ArtifactFile(path, filename=artifact["name"], headers=headers, stat_result=stat,
                         media_type="application/octet-stream" if not name.endswith(".json") else "application/json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from dcl_core.cli import main
+from service.cli import progress_bar
 from tests.fixtures.servers import REPO_ROOT, dcl_env, free_port, stop_process, wait_for_port
 from tests.service.conftest import ALICE, BOB, image_zip
 
@@ -168,3 +170,13 @@ def test_serve_embedded_stops_its_worker_and_children_on_a_signal(tmp_path, stop
         assert process_group(workers[0]["info"]["pid"]) == [], log.read_text()
     finally:
         stop_process(proc)
+
+
+def test_wait_attached_mid_run_rates_only_the_steps_it_saw():
+    # Attached at step 900 of 1000, then 10 more steps in 5 s: 2 steps/s and 45 s left, not
+    # 910 steps in 5 s (the server's own ETA knows the job ran for hours).
+    bar = progress_bar("job_x", {"step": 900, "total_steps": 1000}, file=io.StringIO())
+    bar.n = 910
+    meter = bar.format_meter(**{**bar.format_dict, "elapsed": 5.0})
+    bar.close()
+    assert "910/1000" in meter and "2.00step/s" in meter and "00:45" in meter, meter

@@ -202,3 +202,19 @@ def test_torchvision_dataset_on_disk_is_accepted_and_the_message_hides_server_pa
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (folder / name).write_bytes(b"x")
     assert submit(alice, {"dataset": "torchvision:CIFAR10"}).status_code == 202
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_value_in_a_bounded_field_is_reported_as_such(alice, value):
+    body = '{"type": "pretrain", "config": {"temperature": %s}}' % value
+    r = alice.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    error = r.json()["errors"][0]
+    assert error["field"] == "config.temperature" and "finite number" in error["msg"], error
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_job_without_the_json_content_type_is_415_saying_so(alice, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    r = alice.post("/v1/jobs", content=b'{"type": "pretrain"}', headers=headers)
+    assert r.status_code == 415 and "Content-Type: application/json" in r.json()["detail"]
