@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from dcl_core.errors import UserError
 from service.deps import FieldError
 from service.guards import RejectOddUrls
+from service.openapi import install as install_openapi
 from service.queue import make_celery
 from service.routes import datasets, health, jobs
 from service.settings import Settings, get_settings
@@ -70,11 +71,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if exc.detail is not None else "error"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        body = {"detail": detail, "errors": []} if exc.status_code == 422 else {"detail": detail}  # one 422 shape
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(UserError)
     async def _user(request: Request, exc: UserError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": str(exc), "errors": []}, status_code=422)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
@@ -142,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.operator_owners = settings.operator_owners()
     app.state.registry, latency = health.make_registry(app.state)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(LatencyMiddleware, histogram=latency)
     app.add_middleware(RejectOddUrls)
     app.include_router(health.router)

@@ -123,6 +123,7 @@ async def json_body(request: Request) -> None:
 
 @router.post("", status_code=202, response_model=JobPublic, dependencies=[Depends(json_body)],
              responses={404: {"description": "encoder_job not found"}, 409: {"description": "encoder_job not usable"},
+                        415: {"description": "Not sent as JSON"},
                         429: {"description": "Too many active jobs"}})
 def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
                settings: SettingsDep, celery: CeleryDep) -> JobPublic:
@@ -316,7 +317,9 @@ class ArtifactFile(FileResponse):
 
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}},
+            responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}},
+                       400: {"description": "Malformed Range header"},
+                       416: {"description": "Range not satisfiable"},
                        206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
                        404: {"description": "No such artifact"},
                        409: {"description": "The stored file does not match its recorded sha256"}})
