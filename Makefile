@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench-smoke clean fuzz
+.PHONY: run test install bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The property tests with many more examples (a nightly run): never a 5xx, answers as the schema says.
+.PHONY: fuzz
 fuzz: $(STAMP)
-	DCL_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q tests/service/test_fuzz_api.py $(PYTEST_ARGS)
+	DCL_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q --timeout=3600 tests/service/test_fuzz_api.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache dcl-data
