@@ -30,40 +30,41 @@ def test_healthz_readyz_and_metrics(alice, api, api_store):
     assert "dcl_workers_seen" in text
 
 
-def test_with_auth_on_readyz_hides_workers_and_jobs_from_all_but_operators(tmp_path):
-    keys = [ALICE, BOB]
-    with run_api_server(tmp_path / "data", keys=keys, env={"DCL_OPERATOR_KEYS": OPERATOR}) as server, \
-            server.client() as anonymous, server.client(ALICE) as alice, server.client(OPERATOR) as operator:
+@pytest.fixture
+def auth_api(tmp_path):
+    """An API with two keys and an operator key, its store opened as a worker would."""
+    with run_api_server(tmp_path / "data", keys=[ALICE, BOB], env={"DCL_OPERATOR_KEYS": OPERATOR}) as server:
         store = JobStore(f"sqlite:///{server.data_dir.resolve()}/dcl.db")
-        jobs = [alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
-                for _ in range(2)]
-        # One worker whose two pool processes each hold a job: one worker, not three.
-        store.worker_seen("dcl-7@gpubox", {"pid": 7, "queues": "gpu"})
-        for pid, job in zip((101, 102), jobs):
-            assert store.claim(job, f"dcl-7@gpubox/{pid}", 60)
-        full = operator.get("/readyz").json()["workers"]
-        assert full["count"] == 1 and full["items"][0]["name"] == "dcl-7@gpubox"
-        assert sorted(full["items"][0]["jobs"]) == sorted(jobs) and full["items"][0]["info"]["pid"] == 7
-        for client in (anonymous, alice):
-            r = client.get("/readyz")
-            assert r.status_code == 200 and r.json()["workers"]["count"] == 1
-            assert "gpubox" not in r.text and jobs[0] not in r.text
+        yield server, store
         store.dispose()
 
 
-def test_with_auth_on_metrics_needs_a_key_and_shows_owners_their_own_jobs(tmp_path):
-    with run_api_server(tmp_path / "data", keys=[ALICE, BOB], env={"DCL_OPERATOR_KEYS": OPERATOR}) as server, \
-            server.client() as anonymous, server.client(ALICE) as alice, server.client(BOB) as bob, \
+def test_with_auth_on_readyz_and_metrics_show_each_key_only_what_it_may_see(auth_api):
+    server, store = auth_api
+    with server.client() as anonymous, server.client(ALICE) as alice, server.client(BOB) as bob, \
             server.client(OPERATOR) as operator:
-        for client, n in ((alice, 2), (bob, 3)):
-            for _ in range(n):
-                assert client.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).status_code == 202
+        jobs = {c: [c.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
+                    for _ in range(n)] for c, n in ((alice, 2), (bob, 3))}
+        # One worker whose two pool processes each hold a job: one worker, not three.
+        store.worker_seen("dcl-7@gpubox", {"pid": 7, "queues": "gpu"})
+        for pid, job in zip((101, 102), jobs[alice]):
+            assert store.claim(job, f"dcl-7@gpubox/{pid}", 60)
+        full = operator.get("/readyz").json()["workers"]
+        assert full["count"] == 1 and full["items"][0]["name"] == "dcl-7@gpubox"
+        assert sorted(full["items"][0]["jobs"]) == sorted(jobs[alice]) and full["items"][0]["info"]["pid"] == 7
+        for client in (anonymous, alice):
+            r = client.get("/readyz")
+            assert r.status_code == 200 and r.json()["workers"]["count"] == 1
+            assert "gpubox" not in r.text and jobs[alice][0] not in r.text
+
         r = anonymous.get("/metrics")
         assert r.status_code == 401 and "API key" in r.json()["detail"]
-        assert 'dcl_jobs{status="queued"} 2.0' in alice.get("/metrics").text
-        assert 'dcl_jobs{status="queued"} 3.0' in bob.get("/metrics").text
+        assert 'dcl_jobs{status="running"} 2.0' in alice.get("/metrics").text
+        bobs = bob.get("/metrics").text
+        assert 'dcl_jobs{status="queued"} 3.0' in bobs and 'dcl_jobs{status="running"} 0.0' in bobs
         text = operator.get("/metrics").text
-        assert 'dcl_jobs{status="queued"} 5.0' in text and "dcl_http_request_duration_seconds" in text
+        assert 'dcl_jobs{status="queued"} 3.0' in text and 'dcl_jobs{status="running"} 2.0' in text
+        assert "dcl_http_request_duration_seconds" in text
 
 
 def test_redis_broker_counts_queued_messages(tmp_path, redis_server):
