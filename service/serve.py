@@ -29,7 +29,8 @@ class EmbeddedWorker:
     """`python -m worker` in its own process group (so stopping it stops its pool too)."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker"], start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "worker"], start_new_session=True,
+                                     preexec_fn=_stop_with_parent(os.getpid()) if sys.platform == "linux" else None)
         self.stop_requested_at: float | None = None
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -59,6 +60,20 @@ class EmbeddedWorker:
         except ProcessLookupError:
             pass
         self.proc.wait(10)
+
+
+def _stop_with_parent(parent: int):
+    """For the worker's process, before it runs: a SIGTERM when `dcl serve` dies without
+    stopping it (SIGKILL, the OOM killer), so no worker outlives its API."""
+
+    def arm() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 class Server(uvicorn.Server):
