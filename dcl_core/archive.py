@@ -584,10 +584,12 @@ def inspect_npz(
     max_total_bytes: int | None = None,
     max_images: int | None = None,
     max_ratio: float | None = None,
+    display_name: str | None = None,
 ) -> DatasetSummary:
     """Checks an .npz dataset with `dcl_core.npz.check_npz` (every member read through once, `x`
     never loaded; the caps as there) and summarises it."""
-    contents = check_npz(path, max_total_bytes=max_total_bytes, max_images=max_images, max_ratio=max_ratio)
+    contents = check_npz(path, max_total_bytes=max_total_bytes, max_images=max_images, max_ratio=max_ratio,
+                         display_name=display_name)
     n, h, w = contents.shape[:3]
     class_counts = None
     if contents.labels is not None and contents.classes is not None:
@@ -663,7 +665,8 @@ def store_dataset(
     try:
         dataset_dir.mkdir(parents=True, exist_ok=True)
         if name.endswith(".npz"):
-            summary = inspect_npz(upload, max_total_bytes=max_total_bytes, max_images=max_files, max_ratio=max_ratio)
+            summary = inspect_npz(upload, max_total_bytes=max_total_bytes, max_images=max_files, max_ratio=max_ratio,
+                                  display_name="the file")  # the API names the upload; never its temp name
             shutil.copyfile(upload, dataset_dir / (DATASET_NPZ_FILE + ".partial"))
             os.replace(dataset_dir / (DATASET_NPZ_FILE + ".partial"), dataset_dir / DATASET_NPZ_FILE)
             return summary

@@ -132,7 +132,7 @@ class _Reader:
             return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
+def _open_zip(path: Path, name: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
@@ -140,9 +140,9 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
             magic = f.read(6)
         if magic == b"\x93NUMPY":
             raise UserError(
-                f"{path.name} is a single .npy array; save an .npz with np.savez(path, x=images, y=labels)"
+                f"{name} is a single .npy array; save an .npz with np.savez(path, x=images, y=labels)"
             ) from None
-        raise UserError(f"{path.name} is not a readable .npz file (a zip of .npy arrays): {exc}") from None
+        raise UserError(f"{name} is not a readable .npz file (a zip of .npy arrays): {exc}") from None
 
 
 def _check_x(shape: tuple[int, ...], dtype: np.dtype, name: str, max_images: int | None) -> None:
@@ -182,15 +182,17 @@ def check_npz(
     max_total_bytes: int | None = None,
     max_images: int | None = None,
     max_ratio: float | None = None,
+    display_name: str | None = None,
 ) -> NpzContents:
     """Checks an .npz dataset: `x` uint8 (N,H,W,C) with C in (1,3), or (N,H,W); optional `y`
     integer (N,) labels in 0..min(N, MAX_CLASSES)-1; optional `classes`, a 1-D string array with
     a name for every label. Caps (None: none): `max_total_bytes` unpacked, `max_images` (N),
-    `max_ratio` per member of at least RATIO_CHECK_MIN_BYTES. Raises UserError naming the array.
+    `max_ratio` per member of at least RATIO_CHECK_MIN_BYTES. Raises UserError naming the array
+    and the file (as `display_name`, default its name).
     """
     path = Path(path)
-    name = path.name
-    with _open_zip(path) as zf:
+    name = display_name or path.name
+    with _open_zip(path, name) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
             raise UserError(f"{name} has {len(infos)} members; an .npz dataset holds x, y and classes")
@@ -222,7 +224,8 @@ def check_npz(
                     if len(names) < num_classes:
                         raise UserError(f"{name}: `classes` has {len(names)} names but `y` has labels up to "
                                         f"{num_classes - 1}; give one name per class")
-                    classes = [str(s) for s in names.tolist()]
+                    classes = [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)
+                               for s in names.tolist()]
         except UserError:
             raise
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
