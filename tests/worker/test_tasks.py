@@ -258,3 +258,41 @@ def test_list_artifacts_skips_folders_and_hidden_temporaries(tmp_path):
     (tmp_path / ".encoder.safetensors.tmp").write_bytes(b"half")
     (tmp_path / "encoder.json").write_text("{}")
     assert list_artifacts(tmp_path) == [("encoder.json", 2, hashlib.sha256(b"{}").hexdigest())]
+
+
+def _probe_spec(encoder_job: str) -> dict:
+    return {
+        "type": "linear_probe", "encoder_job": encoder_job, "device": "cpu", "epochs": 20,
+        "train": {"source": "builtin:digits", "max_images": 100},
+        "test": {"source": "builtin:digits", "split": "test", "max_images": 50},
+    }
+
+
+@pytest.mark.parametrize("job_type", ["linear_probe", "embed"])
+def test_a_probe_or_embed_cancelled_while_running_ends_cancelled(store, settings, pretrained, monkeypatch, job_type):
+    # Issue 9, item 11: probe and embed never polled should_stop; a cancelled probe could end `succeeded`.
+    spec = _probe_spec(pretrained["id"]) if job_type == "linear_probe" else {
+        "type": "embed", "encoder_job": pretrained["id"], "device": "cpu", "data": {"source": "builtin:digits"}}
+    job = store.create_job("me", job_type, spec)
+    claim = store.claim
+
+    def claim_then_cancel(*args, **kwargs):  # the user cancels the moment the job is running
+        claimed = claim(*args, **kwargs)
+        assert store.cancel(job["id"], "me")["cancel_requested"] is True
+        return claimed
+
+    monkeypatch.setattr(store, "claim", claim_then_cancel)
+    assert run(job["id"], store, settings) == "cancelled"
+    done = store.get_job(job["id"])
+    assert done["status"] == "cancelled" and done["result"] is None
+    assert store.artifacts(job["id"]) == []
+
+
+def test_a_probe_past_its_run_time_cap_fails_with_that_reason(tmp_path, pretrained, settings):
+    from service.store import JobStore
+
+    capped = make_settings(settings.data_dir, max_job_runtime_s=1e-6)
+    store = JobStore(capped.database_url)
+    job = store.create_job("me", "linear_probe", _probe_spec(pretrained["id"]))
+    assert run(job["id"], store, capped) == "failed"
+    assert "maximum run time" in store.get_job(job["id"])["error"]
