@@ -21,5 +21,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The upload file-format fuzz at length (make test runs a few examples of each format).
+.PHONY: fuzz-uploads
+fuzz-uploads: $(STAMP)
+	DCL_FUZZ_EXAMPLES=$${DCL_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest tests/service/test_upload_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache dcl-data

@@ -24,6 +24,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -312,7 +313,7 @@ def safe_extract(
             if is_disk_error(exc):  # a full or read-only volume: the server's problem
                 raise
             raise UserError(f"{archive.name} is damaged and cannot be extracted: {exc}") from None
-        except (ValueError, RuntimeError) as exc:  # zlib/CRC errors, truncated streams
+        except (ValueError, RuntimeError, zlib.error) as exc:  # zlib/CRC errors, truncated streams
             raise UserError(f"{archive.name} is damaged and cannot be extracted: {exc}") from None
         os.replace(tmp, dest)
     except BaseException:
@@ -504,7 +505,8 @@ class DatasetSummary:
         """JSON-ready and bounded in size whatever the dataset holds: class names are listed
         while their total length stays under SUMMARY_CLASS_CHARS (`num_classes` says how many
         there are, `classes_truncated` whether some were left out); `corrupt` and `ignored`
-        list at most SUMMARY_LISTED_FILES names (`num_corrupt` counts them all)."""
+        list at most SUMMARY_LISTED_FILES names, 16,000 characters (`num_corrupt` counts them all).
+        In all under about 100 KB."""
         d = asdict(self)
         d["sizes"] = [{"width": w, "height": h, "count": c} for w, h, c in self.sizes]
         if self.classes is not None:
@@ -520,9 +522,20 @@ class DatasetSummary:
             d["num_classes"] = len(self.classes)
             d["classes_truncated"] = len(kept) < len(self.classes)
         d["num_corrupt"] = len(self.corrupt)
-        d["corrupt"] = self.corrupt[:SUMMARY_LISTED_FILES]
-        d["ignored"] = self.ignored[:SUMMARY_LISTED_FILES]
+        d["corrupt"] = _first_names(self.corrupt)
+        d["ignored"] = _first_names(self.ignored)
         return d
+
+
+def _first_names(names: list[str]) -> list[str]:
+    """At most SUMMARY_LISTED_FILES names, and fewer when long (16,000 characters in all)."""
+    kept, chars = [], 0
+    for name in names[:SUMMARY_LISTED_FILES]:
+        chars += len(name)
+        if chars > 16_000:
+            break
+        kept.append(name)
+    return kept
 
 
 def inspect_images(root: str | os.PathLike[str], *, skip_corrupt: bool) -> DatasetSummary:

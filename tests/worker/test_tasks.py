@@ -19,6 +19,7 @@ from tests.worker.conftest import (
     pretrain_spec,
     wait_until,
 )
+from tests.fixtures.volumes import FailingWrites, tmpfs
 from worker import engine
 from worker.tasks import disk_message, execute_job, list_artifacts, publish_checkpoint, runtime_limit_s
 
@@ -152,6 +153,32 @@ def test_a_full_artifact_volume_fails_the_job_and_never_leaves_a_truncated_encod
     assert store.artifacts(job["id"]) == []
     assert not (run_dir / "encoder.safetensors").exists()
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no half-written temporary
+
+
+def test_a_checkpoint_that_fills_the_volume_fails_the_job_with_the_disk_full_message(tmp_path, monkeypatch):
+    """Issue 9, bug 8: torch.save turned ENOSPC into RuntimeError("... unexpected pos"). The
+    artifact volume is a real 256 KiB tmpfs where the machine allows a mount; elsewhere the
+    checkpoint's writes fail with ENOSPC at the OS call."""
+    from service.store import JobStore
+
+    with tmpfs(tmp_path / "artifacts", 256 * 1024) as volume:
+        if volume is None:
+            real_fdopen = os.fdopen
+
+            def fdopen(fd, *args, **kwargs):
+                handle = real_fdopen(fd, *args, **kwargs)
+                return FailingWrites(handle) if "last.pt" in os.readlink(f"/proc/self/fd/{fd}") else handle
+
+            monkeypatch.setattr(os, "fdopen", fdopen)
+        settings = make_settings(tmp_path / "data", artifacts_dir=tmp_path / "artifacts")
+        store = JobStore(settings.database_url)
+        config = {**TINY_CONFIG, "checkpoint_every_steps": 1}  # ~3 MB of state
+        job = store.create_job("me", "pretrain", pretrain_spec(config))
+        assert run(job["id"], store, settings) == "failed"
+        error = store.get_job(job["id"])["error"]
+        assert error.startswith("no space left on the artifact volume (DCL_ARTIFACTS_DIR="), error
+        assert "last.pt" in error and "free space there and resubmit the job" in error
+        store.dispose()
 
 
 @pytest.mark.parametrize("code, start, fix", [
