@@ -150,3 +150,14 @@ def test_damaged_members_are_a_user_error(tmp_path):
     (tmp_path / "cut.npz").write_bytes(bytes(data[:150]))
     with pytest.raises(UserError):
         check_npz(tmp_path / "cut.npz")
+
+
+def test_a_zip_directory_naming_an_unknown_zip_version_is_a_user_error(tmp_path):
+    # Found by tests/service/test_upload_fuzz.py: NotImplementedError("zip file version 8.4"), a 500.
+    np.savez(tmp_path / "d.npz", x=np.zeros((1, 2, 2, 3), np.uint8))
+    data = bytearray((tmp_path / "d.npz").read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 6] = 84  # "version needed to extract": 8.4
+    (tmp_path / "v84.npz").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="not a readable .npz"):
+        check_npz(tmp_path / "v84.npz")

@@ -33,8 +33,8 @@ MAX_RSS_BYTES = 1 << 30
 MARKER = f"dcl-fuzz-{secrets.token_hex(4)}"
 """In every escaping member name: no file with it may appear anywhere."""
 
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+                derandomize="DCL_FUZZ_EXAMPLES" not in os.environ)  # the same examples in make test
 
 
 @pytest.fixture(scope="module")
