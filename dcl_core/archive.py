@@ -35,7 +35,7 @@ from PIL import Image
 
 from dcl_core.errors import UserError
 from dcl_core.files import is_disk_error
-from dcl_core.npz import MAX_CLASSES, check_npz
+from dcl_core.npz import MAX_CLASSES, RATIO_CHECK_MIN_BYTES, check_npz
 
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 """Pillow format ids that images are decoded with (never any other of Pillow's plugins)."""
@@ -56,15 +56,12 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 DATASET_IMAGES_DIR = "images"
 DATASET_NPZ_FILE = "data.npz"
 
-RATIO_CHECK_MIN_BYTES = 1 << 20
-"""Members smaller than this are exempt from the compression-ratio cap (a flat 200 KB BMP
-deflates 1000:1 and harms nobody); the total-size cap bounds them."""
-
 MAX_LISTED = 10
 """How many file names an error message lists."""
 
 SUMMARY_CLASS_CHARS = 32_000
 SUMMARY_LISTED_FILES = 100
+SUMMARY_LISTED_CHARS = 16_000
 """Bounds on a stored summary (see `DatasetSummary.to_dict`): every dataset listing returns it."""
 
 _COPY_CHUNK = 1 << 20
@@ -505,7 +502,7 @@ class DatasetSummary:
         """JSON-ready and bounded in size whatever the dataset holds: class names are listed
         while their total length stays under SUMMARY_CLASS_CHARS (`num_classes` says how many
         there are, `classes_truncated` whether some were left out); `corrupt` and `ignored`
-        list at most SUMMARY_LISTED_FILES names, 16,000 characters (`num_corrupt` counts them all).
+        list at most SUMMARY_LISTED_FILES names (`num_corrupt` counts them all).
         In all under about 100 KB."""
         d = asdict(self)
         d["sizes"] = [{"width": w, "height": h, "count": c} for w, h, c in self.sizes]
@@ -528,11 +525,11 @@ class DatasetSummary:
 
 
 def _first_names(names: list[str]) -> list[str]:
-    """At most SUMMARY_LISTED_FILES names, and fewer when long (16,000 characters in all)."""
+    """At most SUMMARY_LISTED_FILES names, and fewer when long (SUMMARY_LISTED_CHARS in all)."""
     kept, chars = [], 0
     for name in names[:SUMMARY_LISTED_FILES]:
         chars += len(name)
-        if chars > 16_000:
+        if chars > SUMMARY_LISTED_CHARS:
             break
         kept.append(name)
     return kept
