@@ -25,7 +25,7 @@ class StopRequested(Exception):
     embedding) once `hooks.should_stop()` said True; training returns instead (stopped=True)."""
 
 
-def stop_check(hooks) -> "Callable[[], None]":
+def stop_check(hooks) -> Callable[[], None]:
     """A function that raises StopRequested when `hooks.should_stop()` says so: called between
     batches and iterations by the probe and embed loops."""
 

@@ -179,17 +179,20 @@ def npy(descr: str, shape: tuple[int, ...], body: bytes) -> bytes:
 
 
 @st.composite
-def real_array(draw, key: str) -> bytes:
-    """A well-formed array with awkward values: labels far out of range, object arrays."""
-    n = draw(st.integers(1, 6))
+def real_array(draw, key: str, n: int) -> bytes:
+    """A well-formed array for an .npz of n images, with awkward values: labels far out of
+    range or negative, too few or non-string class names, object arrays."""
     if key == "x":
         array = np.zeros((n, draw(st.integers(1, 16)), draw(st.integers(1, 16)), draw(st.sampled_from([1, 3]))),
                          np.uint8)
     elif key == "y":
-        array = np.array(draw(st.lists(st.integers(-(2**40), 2**62), min_size=n, max_size=n)), dtype=np.int64)
+        label = st.one_of(st.integers(0, n - 1), st.integers(-(2**40), 2**62))
+        array = np.array(draw(st.lists(label, min_size=n, max_size=n)), dtype=np.int64)
     else:
-        names = draw(st.lists(st.text(max_size=12), min_size=0, max_size=8))
-        array = np.array(names + [None] * draw(st.integers(0, 1)), dtype=object if draw(st.booleans()) else str)
+        names = draw(st.lists(st.text(max_size=12), min_size=0, max_size=n + 2))
+        kind = draw(st.sampled_from([str, bytes, object]))
+        array = np.array(names if kind is str else [x.encode() for x in names] if kind is bytes else names + [None],
+                         dtype=kind if kind is not bytes else "S")
     buf = io.BytesIO()
     np.lib.format.write_array(buf, array, allow_pickle=True)
     return buf.getvalue()
@@ -212,8 +215,12 @@ def npzs(draw) -> bytes:
     buf = io.BytesIO()
     method = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
     with zipfile.ZipFile(buf, "w", compression=method) as zf:
-        for key in draw(st.lists(st.sampled_from(["x", "y", "classes", "extra"]), max_size=4, unique=True)):
-            data = draw(st.one_of(real_array(key), lying_array()))
+        n = draw(st.integers(1, 6))
+        keys = draw(st.lists(st.sampled_from(["x", "y", "classes", "extra"]), max_size=4, unique=True))
+        if draw(st.integers(0, 4)):  # mostly with an x, so that y and classes get checked
+            keys = ["x"] + [key for key in keys if key != "x"]
+        for key in keys:
+            data = draw(st.one_of(real_array(key, n), real_array(key, n), lying_array()))
             zf.writestr(f"{key}.npy", data)
     return draw(damage(buf.getvalue()))
 
