@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dcl_core import archive, decode
 from dcl_core.archive import dataset_layout
+from dcl_core.catalog import DIGITS_TRAIN, TORCHVISION_FOLDERS
 from dcl_core.config import DatasetSpec
 from dcl_core.errors import UserError
 from dcl_core.files import sha256_file
@@ -57,8 +58,6 @@ __all__ = [
     "dataset_layout",
 ]
 
-DIGITS_TRAIN = 1437
-"""builtin:digits: the first 1,437 of scikit-learn's 1,797 images are `train`, the rest `test`."""
 
 LOCAL_ARCHIVE_MAX_BYTES = 1 << 40
 LOCAL_ARCHIVE_MAX_FILES = 50_000_000
@@ -67,15 +66,6 @@ LOCAL_ARCHIVE_MAX_FILES = 50_000_000
 IN_MEMORY_MAX_BYTES = 4 << 30
 """Auto mode: image files whose decoded uint8 size is over this stream from disk."""
 
-# torchvision: where each dataset's files lie under the root, as torchvision itself lays them out.
-_TORCHVISION_FOLDERS = {
-    "CIFAR10": "cifar-10-batches-py",
-    "CIFAR100": "cifar-100-python",
-    "STL10": "stl10_binary",
-    "MNIST": "MNIST/raw",
-    "FashionMNIST": "FashionMNIST/raw",
-    "SVHN": ".",
-}
 
 
 @dataclass(frozen=True)
@@ -111,6 +101,7 @@ class ImageSet:
 
     def channel_stats(self, max_images: int = 10_000, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel (mean, std) in [0, 1] units over up to `max_images` evenly spaced images.
+        A constant channel (a flat colour, a blank channel) gets std MIN_CHANNEL_STD, not 0.
 
         Accumulated in float64 chunk by chunk (no full-size float copy).
         """
@@ -130,8 +121,13 @@ class ImageSet:
         mean = total / count
         var = (total_sq / count - mean.square()).clamp_min(0)
         mean_t = tuple(float(v) / 255 for v in mean.tolist())
-        std_t = tuple(math.sqrt(float(v)) / 255 for v in var.tolist())
+        std_t = tuple(max(math.sqrt(float(v)) / 255, MIN_CHANNEL_STD) for v in var.tolist())
         return mean_t, std_t
+
+
+MIN_CHANNEL_STD = 1 / 255
+"""One intensity step: the least std a measured channel gets, so that constant images
+(a 1x1 upload, a red-only dataset) normalise to 0 instead of failing on a division by 0."""
 
 
 def _sample_index(n: int, max_images: int) -> torch.Tensor:
@@ -342,7 +338,7 @@ def _load_torchvision(spec: DatasetSpec, env: DataEnv) -> ImageSet:
     if spec.download and not env.allow_download:
         raise UserError(
             f"{spec.source}: download: true is not allowed here (the server does not allow downloads); "
-            f"put the files in {root / _TORCHVISION_FOLDERS[name]} instead"
+            f"put the files in {root / TORCHVISION_FOLDERS[name]} instead"
         )
     download = spec.download and env.allow_download
     import torchvision.datasets as tvd
@@ -358,7 +354,7 @@ def _load_torchvision(spec: DatasetSpec, env: DataEnv) -> ImageSet:
             raise UserError(f"{spec.source}: downloading into {root} failed: {exc}") from None
         raise UserError(
             f"{spec.source}: the {spec.split} files are missing or damaged; put torchvision's {name} "
-            f"files in {(root / _TORCHVISION_FOLDERS[name]).resolve()}, or set download: true "
+            f"files in {(root / TORCHVISION_FOLDERS[name]).resolve()}, or set download: true "
             "(needs the server to allow downloads)"
         ) from None
     except OSError as exc:

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from dcl_core.jobtypes import JOB_TYPES
@@ -94,9 +90,8 @@ def register(subparsers) -> None:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
     from dcl_core.errors import UserError
+    from service.serve import serve
     from service.settings import get_settings, is_loopback
 
     settings = get_settings()
@@ -107,48 +102,9 @@ def cmd_serve(args) -> int:
                         "Set DCL_API_KEYS (or DCL_API_KEYS_FILE), or listen on 127.0.0.1")
     embedded = settings.embedded_broker if args.embedded is None else args.embedded
     settings.ensure_dirs()
-    worker = start_embedded_worker() if embedded else None
-    try:
-        print(f"dcl: API on http://{host}:{port} (docs: /docs); data in {settings.data_dir}"
-              + ("; embedded worker running" if worker else ""), file=sys.stderr, flush=True)
-        # Open event streams must not hold a shutdown up: they are cut after a few seconds
-        # and clients reconnect (Last-Event-ID) to the next server.
-        uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_level=args.log_level,
-                    timeout_graceful_shutdown=5)
-    finally:
-        if worker is not None:
-            stop_embedded_worker(worker)
+    serve(host, port, args.log_level, embedded,
+          banner=f"dcl: API on http://{host}:{port} (docs: /docs); data in {settings.data_dir}")
     return 0
-
-
-def start_embedded_worker() -> subprocess.Popen:
-    """`python -m worker` in its own process group (so stopping it stops its pool too)."""
-    proc = subprocess.Popen([sys.executable, "-m", "worker"], start_new_session=True)
-
-    def watch() -> None:
-        code = proc.wait()
-        if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
-            print(f"dcl: the embedded worker exited with {code}; jobs stay queued until a worker runs "
-                  "(`dcl worker`)", file=sys.stderr, flush=True)
-
-    threading.Thread(target=watch, daemon=True).start()
-    return proc
-
-
-def stop_embedded_worker(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """TERM to the worker (Celery's warm shutdown), then KILL its whole group (the pool too)
-    after `grace_s`: a job cut off is sent again and resumes from its last checkpoint."""
-    try:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (a pool child)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
 
 
 # ---- client commands --------------------------------------------------------------------
@@ -247,10 +203,18 @@ def children_line(children: dict) -> str:
     return f"jobs {done}/{children['total']} done" + (f": {counts}" if counts else "")
 
 
-def follow(client, job_id: str, quiet: bool) -> int:
-    """Follows the event stream with a one-line progress bar; 0 if the job succeeded."""
+def progress_bar(job_id: str, progress: dict, file=None):
+    """The bar for a job first seen at `progress`: it starts at that step, so the rate and the
+    ETA count only steps seen to happen (attached at step 900, those 900 took hours, not a second)."""
     from tqdm import tqdm
 
+    step = min(progress["step"], progress["total_steps"])
+    return tqdm(total=progress["total_steps"], initial=step, desc=job_id, unit="step", dynamic_ncols=True,
+                file=file or sys.stderr)
+
+
+def follow(client, job_id: str, quiet: bool) -> int:
+    """Follows the event stream with a one-line progress bar; 0 if the job succeeded."""
     bar = None
     final = None
     try:
@@ -259,6 +223,8 @@ def follow(client, job_id: str, quiet: bool) -> int:
                 # A sweep: the bar counts its members done; the line says what each is doing.
                 children = event.data["children"]
                 if bar is None and not quiet:
+                    from tqdm import tqdm
+
                     bar = tqdm(total=children["total"], desc=job_id, unit="job", dynamic_ncols=True, file=sys.stderr)
                 if bar is not None:
                     bar.n = children["succeeded"] + children["failed"] + children["cancelled"]
@@ -266,7 +232,7 @@ def follow(client, job_id: str, quiet: bool) -> int:
             elif event.event == "status" and isinstance(event.data, dict):
                 total = event.data["progress"].get("total_steps")
                 if bar is None and total and not quiet:
-                    bar = tqdm(total=total, desc=job_id, unit="step", dynamic_ncols=True, file=sys.stderr)
+                    bar = progress_bar(job_id, event.data["progress"])
                 if bar is not None:
                     bar.n = min(event.data["progress"]["step"], bar.total)
                     bar.set_postfix_str(event.data["status"], refresh=True)

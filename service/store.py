@@ -45,6 +45,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -248,20 +249,38 @@ class JobStore:
 
     # ---- jobs -------------------------------------------------------------------------
 
-    def create_job(self, owner: str, type: str, spec: dict, *, queue: str | None = None) -> dict:
+    def create_job(
+        self, owner: str, type: str, spec: dict, *, queue: str | None = None,
+        max_active: int | None = None, adds: int = 1,
+    ) -> dict | None:
+        """Record a queued job. With `max_active`, only if the owner's active jobs plus the
+        `adds` this request makes stay within it (None otherwise): counted and inserted in one
+        statement, so parallel submits cannot both pass a check made before either insert."""
         now = utcnow()
         row = dict(
             id=new_id("job"), owner=owner, type=type, status="queued", spec=spec, queue=queue,
             created_at=now, enqueued_at=now, attempts=0, cancel_requested=False, step=0,
         )
         with self.engine.begin() as conn:
-            conn.execute(insert(jobs).values(**row))
+            if max_active is None:
+                conn.execute(insert(jobs).values(**row))
+            else:
+                if self.engine.dialect.name == "postgresql":
+                    # READ COMMITTED lets two inserts count the same rows: take turns per owner.
+                    conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(owner))))
+                values = select(*[literal(v, jobs.c[k].type).label(k) for k, v in row.items()]).where(
+                    self._active_count(owner).scalar_subquery() + adds <= max_active
+                )
+                if not conn.execute(insert(jobs).from_select(list(row), values)).rowcount:
+                    return None
         return self.get_job(row["id"])  # type: ignore[return-value]
 
-    def create_parent(self, owner: str, type: str, spec: dict,
-                      children: list[tuple[str, dict, str | None]]) -> tuple[dict, list[dict]]:
+    def create_parent(self, owner: str, type: str, spec: dict, children: list[tuple[str, dict, str | None]],
+                      *, max_active: int | None = None) -> tuple[dict, list[dict]] | None:
         """A parent job (`running` at once, no worker) and its children `(type, spec, queue)`,
-        queued, in one transaction. Children keep their order: `created_at` a microsecond apart."""
+        queued, in one transaction. Children keep their order: `created_at` a microsecond apart.
+        With `max_active`: None unless the owner's active jobs plus the children stay within it
+        (checked and inserted in one transaction, as `create_job` does)."""
         now = utcnow()
         parent = dict(id=new_id("job"), owner=owner, type=type, status="running", spec=spec, queue=None,
                       created_at=now, started_at=now, attempts=0, cancel_requested=False, step=0)
@@ -269,7 +288,18 @@ class JobStore:
                      created_at=now + timedelta(microseconds=i + 1), enqueued_at=now, attempts=0,
                      cancel_requested=False, step=0) for i, (t, s, q) in enumerate(children)]
         with self.engine.begin() as conn:
-            conn.execute(insert(jobs).values(**parent))
+            if max_active is None:
+                conn.execute(insert(jobs).values(**parent))
+            else:
+                if self.engine.dialect.name == "postgresql":
+                    conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(owner))))
+                values = select(*[literal(v, jobs.c[k].type).label(k) for k, v in parent.items()]).where(
+                    self._active_count(owner).scalar_subquery() + len(rows) <= max_active
+                )
+                conn.execute(insert(jobs).from_select(list(parent), values))
+                # Whether it went in (psycopg may answer rowcount -1 to this INSERT ... SELECT).
+                if conn.execute(select(jobs.c.id).where(jobs.c.id == parent["id"])).first() is None:
+                    return None
             if rows:
                 conn.execute(insert(jobs), rows)
         return self.get_job(parent["id"]), self.children(parent["id"])  # type: ignore[return-value]
@@ -413,31 +443,35 @@ class JobStore:
             ).mappings().all()
         return [dict(r) for r in rows], int(total)
 
-    def count_jobs_by_status(self) -> dict[str, int]:
+    def count_jobs_by_status(self, owner: str | None = None) -> dict[str, int]:
+        where = [jobs.c.owner == owner] if owner is not None else []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+            rows = conn.execute(select(jobs.c.status, func.count()).where(*where).group_by(jobs.c.status)).all()
         counts = {status: 0 for status in STATUSES}
         counts.update({status: int(n) for status, n in rows})
         return counts
 
-    def job_durations(self, limit: int = 10_000) -> list[tuple[str, str, float]]:
+    def job_durations(self, limit: int = 10_000, owner: str | None = None) -> list[tuple[str, str, float]]:
         """(type, status, seconds from start to end) of the most recently finished jobs."""
+        where = [jobs.c.owner == owner] if owner is not None else []
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(jobs.c.type, jobs.c.status, jobs.c.started_at, jobs.c.finished_at)
-                .where(jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
+                .where(jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None), *where)
                 .order_by(jobs.c.finished_at.desc()).limit(limit)
             ).all()
         return [(r.type, r.status, max(0.0, (r.finished_at - r.started_at).total_seconds())) for r in rows]
 
+    @staticmethod
+    def _active_count(owner: str):
+        """The query behind the per-key cap: the owner's queued and running jobs that run on a
+        worker (a sweep's children count, the sweep itself does not)."""
+        return select(func.count()).select_from(jobs).where(
+            jobs.c.owner == owner, jobs.c.status.in_(ACTIVE), jobs.c.type.not_in(PARENT_TYPES))
+
     def count_active(self, owner: str) -> int:
-        """Queued and running jobs of `owner` that run on a worker (a sweep's children count,
-        the sweep itself does not)."""
         with self.engine.connect() as conn:
-            return int(conn.execute(
-                select(func.count()).select_from(jobs)
-                .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE), jobs.c.type.not_in(PARENT_TYPES))
-            ).scalar_one())
+            return int(conn.execute(self._active_count(owner)).scalar_one())
 
     def claim(self, job_id: str, worker: str, lease_s: float, dead_holder: str | None = None) -> dict | None:
         """Take the job for `worker`: one compare-and-set. None when someone else holds it,

@@ -14,7 +14,8 @@ from tests.fixtures.servers import REPO_ROOT, dcl_env, run_api_server
 from tests.service.conftest import image_zip
 
 ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.archive", "dcl_core.files", "dcl_core.cli",
-                    "dcl_core.encoders", "dcl_core.jobtypes", "dcl_core.methods", "dcl_core.sweep", "dcl_core.lazy"}
+                    "dcl_core.encoders", "dcl_core.catalog", "dcl_core.jobtypes", "dcl_core.methods", "dcl_core.sweep",
+                    "dcl_core.lazy"}
 """dcl_core modules that import neither torch nor torchvision (the service may use these)."""
 
 FORBIDDEN_ROOTS = {"torch", "torchvision", "worker"}

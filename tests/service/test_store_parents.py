@@ -67,3 +67,13 @@ def test_cancel_and_delete_cascade_to_children(store):
     assert store.delete_job(parent["id"], "bob") is None  # not bob's
     assert sorted(store.delete_job(parent["id"], "alice")) == sorted([parent["id"], a["id"], b["id"]])
     assert store.get_job(a["id"]) is None and store.artifacts(a["id"]) == [] and store.metrics(a["id"]) == []
+
+
+def test_a_sweep_that_would_pass_the_cap_makes_nothing(store):
+    store.create_job("alice", "pretrain", PRETRAIN)
+    assert store.create_parent("alice", "sweep", {"type": "sweep"}, [("pretrain", PRETRAIN, "cpu")] * 3,
+                               max_active=3) is None
+    assert store.list_jobs("alice")[1] == 1
+    made = store.create_parent("alice", "sweep", {"type": "sweep"}, [("pretrain", PRETRAIN, "cpu")] * 2,
+                               max_active=3)
+    assert made is not None and store.count_active("alice") == 3
