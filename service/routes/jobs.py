@@ -161,8 +161,10 @@ def create_job(spec: Annotated[JobSpec, Body()], request: Request, response: Res
         raise invalid(bad or "body", "contains a NUL byte (\\0); remove it")
     kind = JOB_TYPES[spec.type]
     members = spec.child_specs() if kind.has_children else []
-    for member in members or [spec]:
-        check_sources(member, owner, store, settings)
+    if members:
+        check_members(spec.points(), members, owner, store, settings)
+    else:
+        check_sources(spec, owner, store, settings)
     check_encoder_job(spec, owner, store)
     check_room(store, owner, settings, len(members) or 1)
     stored = store.stored_bytes(owner)
@@ -191,6 +193,16 @@ def create_job(spec: Annotated[JobSpec, Body()], request: Request, response: Res
     send(children, celery, request.app.state.resender)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return public(store, job)
+
+
+def check_members(points: list[dict], members: list[BaseModel], owner: str, store: JobStore, settings) -> None:
+    """A sweep's members, checked like jobs of their own; a problem is named by its grid point."""
+    for params, member in zip(points, members):
+        try:
+            check_sources(member, owner, store, settings)
+        except FieldError as exc:
+            where = ".".join(str(part) for part in exc.loc if part != "body")
+            raise invalid("grid", f"grid point {json.dumps(params)}: {where}: {exc.message}") from None
 
 
 def check_room(store: JobStore, owner: str, settings, wanted: int) -> None:

@@ -91,10 +91,12 @@ def test_a_bad_grid_point_is_a_422_naming_it_and_queues_nothing(stack):
         assert r.status_code == 422, r.text
         assert 'grid point {"method": "dcl", "batch_size": 1}' in r.json()["detail"]
         assert r.json()["detail"].startswith("grid:")
+        r = client.post("/v1/jobs", json=sweep({"batch_size": [16, 128]}))  # 64 images: too few for 128
+        assert r.status_code == 422 and r.json()["detail"].startswith('grid: grid point {"batch_size": 128}: config.batch_size')
         r = client.post("/v1/jobs", json=sweep({"augment.crop_scal": [[0.2, 1.0]]}))
         assert r.status_code == 422 and "crop_scale" in r.json()["detail"]
         # Nine members would pass the key's cap of 8 active jobs: refused up front.
-        r = client.post("/v1/jobs", json=sweep({"seed": list(range(9))}))
+        r = client.post("/v1/jobs", json=sweep({"seed": list(range(9))}, batch_size=16))
         assert r.status_code == 429 and "9 more jobs" in r.json()["detail"]
         assert client.get("/v1/jobs").json()["total"] == before
 
@@ -134,13 +136,15 @@ def test_cancel_cascades_to_members_and_retry_resumes_them(stack):
 
 def test_a_failed_member_fails_its_row_not_the_sweep_and_can_be_retried(stack):
     with stack.client() as client:
-        r = client.post("/v1/jobs", json=sweep({"batch_size": [16, 128]}))  # 64 images: 128 cannot run
+        # The second member runs out of its run time at its first step.
+        r = client.post("/v1/jobs", json=sweep({"max_runtime_s": [600, 0.001]}, batch_size=16))
+        assert r.status_code == 202, r.text
         sweep_id = r.json()["id"]
         parent = wait_job(client, sweep_id, timeout_s=120)
         assert parent["status"] == "succeeded"
         good, bad = parent["result"]["rows"]
         assert good["status"] == "succeeded" and good["scores"]
-        assert bad["status"] == "failed" and "lower batch_size" in bad["error"] and bad["scores"] == {}
+        assert bad["status"] == "failed" and "max_runtime_s" in bad["error"] and bad["scores"] == {}
         assert parent["result"]["summary"][1]["n"] == 0
 
         retried = client.post(f"/v1/jobs/{sweep_id}/retry")  # a sweep's retry: its failed members
