@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from dcl_core.errors import UserError
 from service.deps import FieldError
 from service.queue import make_celery
-from service.routes import datasets, health, jobs
+from service.routes import dashboard, datasets, health, jobs, previews
 from service.settings import Settings, get_settings
 from service.store import JobStore
 
@@ -140,4 +140,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(previews.router)
+    dashboard.mount(app)
     return app
