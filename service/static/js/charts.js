@@ -39,12 +39,12 @@ export function lineChart(target, { title, xLabel, series, markers, height = 220
   const opts = {
     width: width(),
     height,
-    legend: { show: series.length > 1 || true },
+    
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: false } },
     axes: [
       { label: xLabel, labelSize: 18, size: 36, grid: { stroke: "#eef0f3" }, stroke: "#6b7280" },
-      { size: 60, grid: { stroke: "#eef0f3" }, stroke: "#6b7280", values: (u, vals) => vals.map((v) => fmtNumber(v, 3)) },
+      { size: 64, grid: { stroke: "#eef0f3" }, stroke: "#6b7280" },
     ],
     series: [{ label: xLabel, value: (u, v) => fmtNumber(v, 3) },
       ...series.map((s, i) => ({

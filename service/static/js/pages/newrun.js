@@ -4,7 +4,7 @@
 import { ApiError, get, post, schema } from "../api.js";
 import { card, clear, errorBox, h, parseHashQuery } from "../ui.js";
 
-const PRIMARY = ["method", "encoder", "dataset", "batch_size", "epochs", "max_steps", "temperature", "optimizer", "lr", "device"];
+const PRIMARY = ["method", "encoder", "batch_size", "epochs", "max_steps", "temperature", "optimizer", "lr", "device", "dataset"];
 
 function resolve(doc, s) {
   while (s && s.$ref) s = doc.components.schemas[s.$ref.split("/").pop()];
@@ -76,7 +76,7 @@ export async function newRunPage(main) {
     const slot = h("div.field-error");
     errorSlots.set(path, slot);
     return h("label.field", { "data-field": path }, h("span.field-label", {}, name), el,
-      help ? h("span.field-help", {}, help) : null, slot);
+      help ? h("span.field-help", { title: help }, help) : null, slot);
   }
 
   function group(path, name, d, def, help) {
@@ -86,7 +86,9 @@ export async function newRunPage(main) {
     const slot = h("div.field-error");
     errorSlots.set(path, slot);
     if (d.nullable) {  // e.g. knn_monitor: off unless ticked
-      const on = h("input", { type: "checkbox", "data-enable": path, checked: def !== null });
+      const on = h("input", { type: "checkbox", "data-enable": path, checked: def !== null,
+        onchange: () => { body.hidden = !on.checked; } });
+      body.hidden = !on.checked;
       inputs.push({ path, el: on, initial: JSON.stringify(def !== null), read: () => on.checked, toggle: true });
       return h("fieldset.group.wide", { "data-field": path }, h("legend", {}, h("label", {}, on, ` ${name}`)),
         help ? h("p.field-help", {}, help) : null, slot, body);
@@ -94,25 +96,25 @@ export async function newRunPage(main) {
     return h("fieldset.group.wide", { "data-field": path }, h("legend", {}, name), slot, body);
   }
 
-  // Only what the user changed is sent: the API fills in every default (one source of truth).
+  // Only what the user changed is sent: the API fills in every default (one source of truth). A
+  // nested object (dataset, augment) is replaced whole by the server, so once one of its fields
+  // changes, all of it is sent.
   function collect() {
     const config = {};
-    const disabled = inputs.filter((i) => i.toggle && !i.read()).map((i) => i.path);
-    const enabled = inputs.filter((i) => i.toggle && i.read()).map((i) => i.path);
+    const off = inputs.filter((i) => i.toggle && !i.read()).map((i) => i.path);
+    const on = inputs.filter((i) => i.toggle && i.read()).map((i) => i.path);
+    const topGroup = (path) => path.split(".").slice(0, 2).join(".");
+    const changed = new Set(inputs.filter((i) => !i.toggle && JSON.stringify(i.read()) !== i.initial).map((i) => i.path));
+    const touchedGroups = new Set([...changed].filter((p) => p.split(".").length > 2).map(topGroup).concat(on.map(topGroup)));
     for (const i of inputs) {
-      if (i.toggle || disabled.some((p) => i.path.startsWith(p + "."))) continue;
-      const inEnabled = enabled.some((p) => i.path.startsWith(p + "."));
+      if (i.toggle || off.some((p) => i.path.startsWith(p + "."))) continue;
       const value = i.read();
-      if (JSON.stringify(value) === i.initial && !(inEnabled && value !== null)) continue;
+      const whole = touchedGroups.has(topGroup(i.path)) && i.path.split(".").length > 2;
+      if (!(changed.has(i.path) || (whole && value !== null))) continue;
       const parts = i.path.split(".").slice(1);
       let at = config;
       for (const p of parts.slice(0, -1)) at = at[p] = at[p] || {};
       at[parts[parts.length - 1]] = value;
-    }
-    for (const p of enabled) {
-      const parts = p.split(".").slice(1);
-      let at = config;
-      for (const k of parts) at = at[k] = at[k] || {};
     }
     return { type: "pretrain", config };
   }
@@ -157,7 +159,7 @@ export async function newRunPage(main) {
     topErrors,
     card("Pretraining run", h("div.form-grid", {}, primary)),
     h("details.card", {}, h("summary", {}, "All other settings (defaults shown)"), h("div.form-grid", {}, rest)),
-    h("div.toolbar.sticky", {}, submit, h("span.muted.small", {}, "Only the fields you change are sent; the server fills in the rest."))
+    h("div.toolbar.submit", {}, submit, h("span.muted.small", {}, "Only the fields you change are sent; the server fills in the rest."))
   );
 
   const jsonBox = h("textarea.json", { rows: 18, spellcheck: false, "aria-label": "job JSON" });
