@@ -4,6 +4,9 @@ import { h, fmtNumber, fmtPct } from "./ui.js";
 export const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777",
   "#65a30d", "#475569", "#ea580c"];
 
+// Steps are whole numbers: no 1.5 on the axis.
+const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p)).sort((a, b) => a - b);
+
 // Vertical dashed lines where a new attempt (a resume after a worker loss) starts.
 function markersPlugin(getMarkers) {
   return {
@@ -43,7 +46,8 @@ export function lineChart(target, { title, xLabel, series, markers, height = 220
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: false } },
     axes: [
-      { label: xLabel, labelSize: 18, size: 36, grid: { stroke: "#eef0f3" }, stroke: "#6b7280" },
+      { label: xLabel, labelSize: 18, size: 36, grid: { stroke: "#eef0f3" }, stroke: "#6b7280",
+        incrs: xLabel === "step" ? STEP_INCRS : undefined },
       { size: 64, grid: { stroke: "#eef0f3" }, stroke: "#6b7280" },
     ],
     series: [{ label: xLabel, value: (u, v) => fmtNumber(v, 3) },
