@@ -53,7 +53,7 @@ export function lineChart(target, { title, xLabel, series, markers, height = 220
     series: [{ label: xLabel, value: (u, v) => fmtNumber(v, 3) },
       ...series.map((s, i) => ({
         label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
-        points: { show: false }, value: (u, v) => (yFormat ? yFormat(v) : fmtNumber(v, 4)),
+        value: (u, v) => (yFormat ? yFormat(v) : fmtNumber(v, 4)),
       }))],
     plugins: markers ? [markersPlugin(markers)] : [],
   };

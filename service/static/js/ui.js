@@ -100,7 +100,7 @@ export function jobFacts(job) {
   const scores = { ...(r.scores || {}) };
   if (typeof r.accuracy === "number") scores[r.classifier === "knn" ? "knn_top1" : "linear_top1"] = r.accuracy;
   const m = job.latest_metrics || {};
-  if (typeof m.knn_top1 === "number" && scores.knn_top1 === undefined) scores.knn_monitor = m.knn_top1;
+  if (typeof m.knn_acc === "number" && scores.knn_top1 === undefined) scores.knn_monitor = m.knn_acc;
   return {
     method: c.method, batch: c.batch_size, encoder: c.encoder,
     loss: (r.final_metrics && r.final_metrics.loss) ?? m.loss, scores,

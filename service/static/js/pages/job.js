@@ -62,8 +62,8 @@ export async function jobPage(main, jobId) {
   const chartDefs = () => [
     { key: "loss", title: "Loss", names: ["loss"] },
     { key: "lr", title: "Learning rate", names: ["lr"] },
-    { key: "knn", title: "kNN accuracy (monitor)", names: ["knn_top1"], yFormat: fmtPct },
-  ].filter((d) => d.names.some((n) => series.has(n)) || d.key === "loss");
+    { key: "knn", title: "kNN accuracy (monitor)", names: ["knn_acc"], yFormat: fmtPct },
+  ].filter((d) => d.names.some((n) => series.has(n)) || (d.key === "loss" && job.type === "pretrain"));
 
   function rebuild() {
     clear(chartsBox);
