@@ -7,9 +7,14 @@ import math
 
 import pytest
 
-from service.metrics_thin import thin
+from service.metrics_thin import thin as thin_tuples
 from service.settings import hash_key
 from tests.service.conftest import ALICE, BOB
+
+
+def thin(rows, first, last, buckets):
+    return thin_tuples(((r["step"], r["attempt"], {k: v for k, v in r.items() if k not in ("step", "attempt")})
+                        for r in rows), first, last, buckets)
 
 
 def rows(n: int, spike_at: int | None = None) -> list[dict]:
@@ -72,3 +77,14 @@ def test_metrics_max_points_is_bounded_and_owned(alice, bob, long_job):
     assert alice.get(f"/v1/jobs/{long_job}/metrics", params={"max_points": 1}).status_code == 422
     assert alice.get(f"/v1/jobs/{long_job}/metrics", params={"max_points": 10**6}).status_code == 422
     assert bob.get(f"/v1/jobs/{long_job}/metrics", params={"max_points": 400}).status_code == 404
+
+
+def test_thinning_reads_the_store_on_sqlite_and_postgres(store):
+    from service.metrics_thin import metrics_thinned
+
+    job = store.create_job("owner", "pretrain", {})
+    assert store.claim(job["id"], "w1", 60)
+    assert store.report(job["id"], "w1", 3000, metrics_rows=[dict(r) for r in rows(3000, spike_at=1234)])
+    kept, thinned = metrics_thinned(store, job["id"], 0, 100)
+    assert thinned and max(r["loss"] for r in kept) == 50.0 and kept[-1]["step"] == 3000
+    assert metrics_thinned(store, job["id"], 2990, 100) == (store.metrics(job["id"], since_step=2990), False)
