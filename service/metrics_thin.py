@@ -84,5 +84,5 @@ def metrics_thinned(store: JobStore, job_id: str, since: int, max_points: int) -
             select(metrics.c.step, metrics.c.attempt, cast(metrics.c["values"], Text))
             .where(*where).order_by(metrics.c.step)
         )
-        rows = ((step, attempt, parse(text)) for step, attempt, text in result.tuples())
+        rows = ((step, attempt, parse(text)) for step, attempt, text in result)
         return thin(rows, int(first), int(last), max(1, max_points // 2)), True
