@@ -23,7 +23,7 @@ COPY dcl_core ./dcl_core
 COPY service ./service
 COPY worker ./worker
 RUN python -c "from importlib.metadata import version as v; print('torch==' + v('torch')); print('torchvision==' + v('torchvision'))" > /tmp/keep-torch.txt \
-    && pip install -c /tmp/keep-torch.txt ".[postgres]" \
+    && pip install -c /tmp/keep-torch.txt ".[postgres,timm,onnx,tracking]" \
     && python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
     && dcl worker --help >/dev/null
 

@@ -118,3 +118,17 @@ class ArtifactsPublic(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(description="Where: ['body', 'config', 'batch_size'], ['query', 'limit'], ...")
+    field: str = Field(description="The same, as a dotted path without the leading 'body'.")
+    msg: str
+    type: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """A 422: `detail` is one line a person reads; `errors` has each problem."""
+
+    detail: str
+    errors: list[FieldProblem]

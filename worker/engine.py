@@ -65,9 +65,16 @@ def run_pretrain(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutco
     from dcl_core.train import fit
 
     config = TrainConfig.model_validate(spec.get("config", {}))
+    devices = int((spec.get("resources") or {}).get("gpus") or 1)
+    if devices > 1:
+        from worker.distributed import run_distributed
+
+        result, stopped = run_distributed(config.model_dump(mode="json"), run_dir, env, hooks, devices)
+        return EngineOutcome(result=result, stopped=stopped)
     result = fit(config, run_dir, hooks=hooks, env=env)
     return EngineOutcome(
-        result={"final_metrics": dict(result.final_metrics), "steps": int(result.steps)},
+        result={"final_metrics": dict(result.final_metrics), "steps": int(result.steps),
+                **({"warnings": list(result.warnings)} if result.warnings else {})},
         stopped=bool(result.stopped),
     )
 

@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from dcl_core.archive import store_dataset
 from dcl_core.errors import UserError
-from service.deps import CurrentKey, OwnedDataset, SettingsDep, StoreDep, too_many
+from service.deps import INT32_MAX, CurrentKey, OwnedDataset, SettingsDep, StoreDep, too_many
+from service.guards import hide_paths
 from service.schemas import DatasetPublic, DatasetsPublic
 from service.uploads import receive_upload
 
@@ -107,7 +108,9 @@ async def upload_dataset(request: Request, response: Response, owner: CurrentKey
                 max_ratio=settings.max_compression_ratio, skip_corrupt=skip_corrupt,
             )
         except UserError as exc:
-            raise HTTPException(422, f"{received.filename}: {exc}") from None
+            shown_as = {str(received.path): received.filename, received.path.name: received.filename,
+                        f"{checking}/": "", str(checking): received.filename, str(datasets_dir): "<datasets>"}
+            raise HTTPException(422, f"{received.filename}: {hide_paths(str(exc), shown_as)}") from None
         received.path.unlink(missing_ok=True)
         size = await run_in_threadpool(dir_bytes, checking)
         await anyio.to_thread.run_sync(os.replace, checking, final)
@@ -129,7 +132,7 @@ async def upload_dataset(request: Request, response: Response, owner: CurrentKey
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(owner: CurrentKey, store: StoreDep,
                   limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> DatasetsPublic:
+                  offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> DatasetsPublic:
     items, total = store.list_datasets(owner, limit=limit, offset=offset)
     return DatasetsPublic(items=[DatasetPublic.from_row(r) for r in items], total=total, limit=limit, offset=offset)
 

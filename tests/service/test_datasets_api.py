@@ -46,7 +46,7 @@ def test_upload_zip_returns_its_summary(alice, api, tmp_path):
     assert alice.get(f"/v1/datasets/{ds['id']}").json()["summary"] == s
     assert ds["id"] in [d["id"] for d in alice.get("/v1/datasets").json()["items"]]
     # A job can now name it.
-    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"], "epochs": 1}})
+    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"], "epochs": 1, "batch_size": 4}})
     assert job.status_code == 202, job.text
 
 
@@ -137,7 +137,7 @@ def test_other_key_cannot_see_or_delete_my_dataset(alice, bob, tmp_path):
 
 def test_delete_removes_the_files_unless_an_active_job_uses_it(alice, api, tmp_path):
     ds = upload(alice, image_zip(tmp_path / "pets.zip")).json()
-    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"]}}).json()
+    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"], "batch_size": 4}}).json()
     r = alice.delete(f"/v1/datasets/{ds['id']}")
     assert r.status_code == 409 and job["id"] in r.json()["detail"]
     alice.post(f"/v1/jobs/{job['id']}/cancel")

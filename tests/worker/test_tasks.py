@@ -51,7 +51,9 @@ def test_pretrain_job_succeeds_with_metrics_and_checksummed_artifacts(store, set
 
     run_dir = settings.artifacts_dir / job["id"]
     recorded = {a["name"]: a for a in store.artifacts(job["id"])}
-    assert set(recorded) == {"encoder.safetensors", "encoder.json", "metrics.jsonl"}
+    assert {name for name in recorded if not name.startswith("tensorboard/")} == {
+        "encoder.safetensors", "encoder.json", "metrics.jsonl"}
+    assert [name for name in recorded if name.startswith("tensorboard/events.out.tfevents.")]
     for name, artifact in recorded.items():
         data = (run_dir / name).read_bytes()
         assert artifact["size"] == len(data)
