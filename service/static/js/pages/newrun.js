@@ -22,6 +22,7 @@ function describe(doc, prop) {
   }
   const target = resolve(doc, s);
   if (target && target.type === "object" && target.properties) return { kind: "object", nullable, schema: target };
+  if (target && target.type === "object") return { kind: "json", nullable, schema: target };  // free-form (encoder_kwargs)
   if (s.enum) return { kind: "enum", nullable, schema: s };
   if (s.type === "boolean") return { kind: "boolean", nullable, schema: s };
   if (s.type === "integer" || s.type === "number") return { kind: "number", nullable, schema: s };
@@ -62,9 +63,17 @@ export async function newRunPage(main) {
       el = h("input", { type: "number", step: d.schema.type === "integer" ? "1" : "any", value: def ?? "",
         placeholder: d.nullable ? "auto" : "" });
       read = () => (el.value === "" ? null : Number(el.value));
+    } else if (d.kind === "json") {
+      el = h("input.mono", { value: def === null || def === undefined ? "" : JSON.stringify(def), placeholder: "{}" });
+      read = () => { try { return el.value.trim() === "" ? null : JSON.parse(el.value); } catch (_) { return el.value; } };
     } else if (d.kind === "array") {
-      el = h("input", { value: Array.isArray(def) ? def.join(", ") : "", placeholder: "low, high" });
-      read = () => (el.value.trim() === "" ? null : el.value.split(",").map((x) => Number(x.trim())));
+      const item = (d.schema.prefixItems && d.schema.prefixItems[0]) || resolve(doc, d.schema.items) || {};
+      const numeric = item.type === "number" || item.type === "integer";
+      const shown = (v) => (numeric && typeof v === "number" ? String(Number(v.toPrecision(6))) : String(v));
+      el = h("input", { value: Array.isArray(def) ? def.map(shown).join(", ") : "",
+        placeholder: d.schema.prefixItems ? "low, high" : "comma-separated" });
+      read = () => (el.value.trim() === "" ? (d.nullable ? null : []) : el.value.split(",").map((x) => x.trim())
+        .filter((x) => x !== "").map((x) => (numeric ? Number(x) : x)));
     } else {
       el = h("input", { value: def ?? "", list: name === "source" ? "sources" : null });
       read = () => (el.value.trim() === "" ? null : el.value.trim());
