@@ -181,3 +181,26 @@ def test_key_prompt_and_a_second_key_sees_an_empty_list(tmp_path, page):
         page.keyboard.press("Enter")
         page.locator("td.empty", has_text="No jobs yet").wait_for()
         assert page.locator("tr[data-job]").count() == 0
+
+
+def test_jobs_page_pages_and_filters(tmp_path, page):
+    from service.store import JobStore
+
+    with run_api_server(tmp_path / "data") as api:
+        store = JobStore(f"sqlite:///{(tmp_path / 'data').resolve()}/dcl.db")
+        for i in range(30):
+            job = store.create_job("local", "pretrain", {"type": "pretrain", "config": {**TINY, "batch_size": 2 + i}})
+            if i % 3 == 0:
+                store.cancel(job["id"])
+        store.dispose()
+        page.goto(api.url + "/#/jobs")
+        page.locator("tr[data-job]").first.wait_for()
+        assert page.locator("tr[data-job]").count() == 25
+        assert "1–25 of 30" in page.locator(".toolbar").inner_text()
+        assert page.locator("tr[data-job] td:nth-child(6)").first.inner_text() == "31"  # newest first
+        page.get_by_role("button", name="Older ›").click()
+        page.locator(".toolbar", has_text="26–30 of 30").wait_for()
+        assert page.locator("tr[data-job]").count() == 5
+        page.locator("select[data-filter='status']").select_option("cancelled")
+        page.locator(".toolbar", has_text="1–10 of 10").wait_for()
+        assert set(page.locator("tr[data-job] .badge").all_inner_texts()) == {"cancelled"}
