@@ -101,6 +101,7 @@ class ImageSet:
 
     def channel_stats(self, max_images: int = 10_000, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel (mean, std) in [0, 1] units over up to `max_images` evenly spaced images.
+        A constant channel (a flat colour, a blank channel) gets std MIN_CHANNEL_STD, not 0.
 
         Accumulated in float64 chunk by chunk (no full-size float copy).
         """
@@ -120,8 +121,13 @@ class ImageSet:
         mean = total / count
         var = (total_sq / count - mean.square()).clamp_min(0)
         mean_t = tuple(float(v) / 255 for v in mean.tolist())
-        std_t = tuple(math.sqrt(float(v)) / 255 for v in var.tolist())
+        std_t = tuple(max(math.sqrt(float(v)) / 255, MIN_CHANNEL_STD) for v in var.tolist())
         return mean_t, std_t
+
+
+MIN_CHANNEL_STD = 1 / 255
+"""One intensity step: the least std a measured channel gets, so that constant images
+(a 1x1 upload, a red-only dataset) normalise to 0 instead of failing on a division by 0."""
 
 
 def _sample_index(n: int, max_images: int) -> torch.Tensor:
