@@ -62,6 +62,16 @@ def dataset_arg(text: str) -> str | dict:
     return spec
 
 
+def _json_object(text: str, option: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{option} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{option} must be a JSON object")
+    return value
+
+
 def _data_env(args):
     from dcl_core.data import DataEnv
 
@@ -212,7 +222,7 @@ def cmd_show_augment(args) -> int:
 
     spec = DatasetSpec(source=args.dataset, image_size=args.image_size, max_images=max(args.n, 2))
     data = load_images(spec, _data_env(args))
-    config = AugmentConfig()
+    config = AugmentConfig.model_validate(_json_object(args.augment, "--augment") if args.augment else {})
     mean, std = data.channel_stats()
     augment = SimCLRAugment(config, data.image_size, mean, std)
     grid = views_grid(data.images[: args.n], augment, n_views=args.views, generator=torch.Generator().manual_seed(args.seed))
@@ -275,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=4, help="views per image")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", help='augment settings as JSON, e.g. \'{"crop_scale": [0.5, 1.0]}\' (AugmentConfig)')
     _add_data_options(p)
     p.set_defaults(func=cmd_show_augment)
 

@@ -25,7 +25,7 @@ from service.guards import RejectOddUrls
 from service.openapi import install as install_openapi
 from service.queue import make_celery
 from service.resender import Resender
-from service.routes import datasets, health, jobs
+from service.routes import dashboard, datasets, health, jobs, previews
 from service.settings import Settings, get_settings
 from service.store import JobStore
 
@@ -152,4 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(previews.router)
+    dashboard.mount(app)
     return app

@@ -102,6 +102,7 @@ class MetricsPublic(BaseModel):
     job_id: str
     items: list[dict[str, Any]] = Field(description="Rows by step: {step, attempt, loss, lr, epoch, ...}.")
     next_since: int = Field(description="Pass as `since` to get only newer rows.")
+    thinned: bool = Field(default=False, description="True when `max_points` left rows out.")
 
 
 class DatasetPublic(BaseModel):

@@ -28,6 +28,7 @@ from service.deps import (
     INT32_MAX, CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many,
 )
 from service.guards import has_nul
+from service.metrics_thin import metrics_thinned
 from service.queue import enqueue, multi_device_queue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.store import PARENT_TYPES, TERMINAL, JobStore
@@ -253,20 +254,28 @@ async def get_job(job: OwnedJob, store: StoreDep) -> JobPublic:
     return JobPublic.from_row(job)
 
 
-def owned_metrics(store: JobStore, job_id: str, owner: str, since: int, limit: int) -> list[dict]:
-    """The job's metrics rows, 404 when it is not the caller's: one trip to the thread pool, and
-    the ownership check reads the job's id only (a poll every second must not decode its spec)."""
+def owned_metrics(store: JobStore, job_id: str, owner: str, since: int, limit: int,
+                  max_points: int | None = None) -> tuple[list[dict], bool]:
+    """The job's metrics rows (thinned past `max_points`), 404 when it is not the caller's: one
+    trip to the thread pool, and the ownership check reads the job's id only (a poll every second
+    must not decode its spec)."""
     if not store.owns_job(job_id, owner):
         raise HTTPException(404, f"job {job_id} not found")
-    return store.metrics(job_id, since_step=since, limit=limit)
+    if max_points is not None:
+        return metrics_thinned(store, job_id, since, max_points)
+    return store.metrics(job_id, since_step=since, limit=limit), False
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses={404: {"description": "No such job"}})
 async def get_metrics(job_id: JobId, owner: CurrentKey, store: StoreDep,
                       since: Annotated[int, Query(ge=0, le=INT32_MAX, description="Only rows with step > since.")] = 0,
-                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricsPublic:
-    rows = await run_in_threadpool(owned_metrics, store, job_id, owner, since, limit)
-    return MetricsPublic(job_id=job_id, items=rows, next_since=rows[-1]["step"] if rows else since)
+                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                      max_points: Annotated[int | None, Query(
+                          ge=4, le=10_000, description="Thin a longer series to about this many rows per metric "
+                          "(each metric's min and max row of every step range, and the last row); `limit` is "
+                          "then ignored and the whole series after `since` is covered.")] = None) -> MetricsPublic:
+    rows, thinned = await run_in_threadpool(owned_metrics, store, job_id, owner, since, limit, max_points)
+    return MetricsPublic(job_id=job_id, items=rows, next_since=rows[-1]["step"] if rows else since, thinned=thinned)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses={409: {"description": "Already finished"}})
