@@ -180,7 +180,7 @@ def create_job(spec: Annotated[JobSpec, Body()], request: Request, response: Res
         made = store.create_parent(owner, spec.type, body, [(b["type"], b, queue_for(b, settings)) for b in bodies],
                                    max_active=settings.max_active_jobs_per_key)
         if made is None:  # another submit took the room between the check above and this insert
-            raise too_many(f"this key may have {settings.max_active_jobs_per_key} queued or running jobs; "
+            raise too_many(f"this key's limit is {settings.max_active_jobs_per_key} queued or running jobs; "
                            f"{len(members)} more would pass it. Wait for some to end or make the sweep smaller")
         job, children = made
     else:
@@ -211,8 +211,8 @@ def check_room(store: JobStore, owner: str, settings, wanted: int) -> None:
     active, cap = store.count_active(owner), settings.max_active_jobs_per_key
     if active + wanted > cap:
         more = f"{wanted} more jobs" if wanted > 1 else "another job"
-        raise too_many(f"this key has {active} queued or running jobs and may have {cap}; {more} would pass it. "
-                       "Wait for some to end, cancel some, or make the sweep smaller")
+        raise too_many(f"this key has {active} queued or running jobs and its limit is {cap}; {more} would pass "
+                       "it. Wait for some to end, cancel some, or make the sweep smaller")
 
 
 def send(jobs: list[dict], celery, resender) -> None:

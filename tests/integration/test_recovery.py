@@ -43,7 +43,10 @@ def test_a_sigkilled_job_process_is_taken_over_before_its_lease_runs_out(tmp_pat
         wait_job(client, job["id"], ("running", "succeeded"), until=lambda j: j["attempts"] == 2, timeout_s=30)
         done = wait_job(client, job["id"], timeout_s=240)
         assert done["status"] == "succeeded", (done, stack.logs())
-        assert "taken over at once" in stack.worker.output(10**7)
+        # Either quick path may win: the next pool process takes it over, or the reconciler (every
+        # second here) ends the dead process's lease and requeues it.
+        log = stack.worker.output(10**7)
+        assert "taken over at once" in log or "its process on this worker died; lease ended" in log, log
 
 
 def test_a_job_accepted_while_the_broker_is_down_starts_when_it_returns(tmp_path):
