@@ -25,7 +25,7 @@ from tests.compose import engine
 from tests.compose.deployment import APP_SERVICES, LOCAL_IMAGES, Deployment
 from tests.fixtures.servers import free_port
 from tests.integration.helpers import image_zip, sha256_hex, sse_events, wait_job
-from tests.integration.test_faults import RESUMABLE, assert_resumed_from_epoch_one_checkpoint, in_epoch_two
+from tests.integration.test_faults import RESUMABLE
 
 # The first run builds every image (see README, "docker compose"); later runs reuse them.
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(3000)]
@@ -37,6 +37,29 @@ README_PRETRAIN = {
                "dataset": {"source": "builtin:digits", "image_size": 16},
                "batch_size": 64, "epochs": 5},
 }
+
+
+# 20 steps an epoch, 3 epochs, a checkpoint at each epoch's end (a busy machine runs a step
+# of it in about a second inside the containers).
+STEPS_PER_EPOCH = 20
+RESUMABLE_HERE = {**RESUMABLE, "dataset": {**RESUMABLE["dataset"], "max_images": 8 * STEPS_PER_EPOCH}}
+
+
+def in_epoch_two(job: dict) -> bool:
+    return STEPS_PER_EPOCH + 1 < job["progress"]["step"] < 2 * STEPS_PER_EPOCH - 2
+
+
+def assert_resumed_from_epoch_one_checkpoint(deployment, client, job_id: str) -> None:
+    done = wait_job(client, job_id, timeout_s=600)  # a container start takes a while on a busy machine
+    assert done["status"] == "succeeded", (done, deployment.logs())
+    assert done["attempts"] == 2
+    rows = client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
+    assert [r["step"] for r in rows] == list(range(1, 3 * STEPS_PER_EPOCH + 1))  # none missing, none twice
+    # Resumed from the checkpoint at the end of epoch 1, not from step 0.
+    assert [r["step"] for r in rows if r["attempt"] == 2] == list(range(STEPS_PER_EPOCH + 1, 3 * STEPS_PER_EPOCH + 1))
+    artifacts = {a["name"]: a for a in client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]}
+    weights = client.get(f"/v1/jobs/{job_id}/artifacts/encoder.safetensors")
+    assert sha256_hex(weights.content) == artifacts["encoder.safetensors"]["sha256"]
 
 
 def readme_probe(encoder_job: str) -> dict:
@@ -145,23 +168,21 @@ def test_readme_walkthrough_over_http(deployment, walkthrough):
 
 def test_worker_restarted_mid_job_resumes_and_succeeds(deployment):
     with deployment.client() as client:
-        job = client.post("/v1/jobs", json={"type": "pretrain", "config": RESUMABLE}).json()
+        job = client.post("/v1/jobs", json={"type": "pretrain", "config": RESUMABLE_HERE}).json()
         wait_job(client, job["id"], ("running",), until=in_epoch_two, timeout_s=300)
         # SIGTERM, then SIGKILL 2 s later: Celery's warm shutdown would wait for the whole job.
         deployment.run("restart", "--timeout", "2", "worker-cpu")
-        wait_job(client, job["id"], timeout_s=600)  # a container start takes a while on a busy machine
-        assert_resumed_from_epoch_one_checkpoint(client, job["id"])
+        assert_resumed_from_epoch_one_checkpoint(deployment, client, job["id"])
 
 
 def test_worker_killed_mid_job_resumes_and_succeeds(deployment):
     with deployment.client() as client:
-        job = client.post("/v1/jobs", json={"type": "pretrain", "config": RESUMABLE}).json()
+        job = client.post("/v1/jobs", json={"type": "pretrain", "config": RESUMABLE_HERE}).json()
         wait_job(client, job["id"], ("running",), until=in_epoch_two, timeout_s=300)
         deployment.run("kill", "-s", "KILL", "worker-cpu")
         assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"  # nobody knows yet
         deployment.up()  # a killed container stays down (Docker counts `kill` as a manual stop)
-        wait_job(client, job["id"], timeout_s=600)
-        assert_resumed_from_epoch_one_checkpoint(client, job["id"])
+        assert_resumed_from_epoch_one_checkpoint(deployment, client, job["id"])
 
 
 def test_down_then_up_keeps_jobs_metrics_and_artifacts(deployment, walkthrough):
@@ -190,7 +211,7 @@ def test_down_then_up_keeps_jobs_metrics_and_artifacts(deployment, walkthrough):
     # And the deployment still trains.
     with deployment.client() as client:
         job = client.post("/v1/jobs", json={"type": "pretrain", "config": {
-            **RESUMABLE, "epochs": 1, "dataset": {"source": walkthrough["dataset"]["source"], "image_size": 16}}})
+            **RESUMABLE_HERE, "epochs": 1, "dataset": {"source": walkthrough["dataset"]["source"], "image_size": 16}}})
         assert job.status_code == 202, job.text
         assert wait_job(client, job.json()["id"], timeout_s=300)["status"] == "succeeded", deployment.logs()
 
