@@ -59,17 +59,24 @@ def ensure_engine(timeout_s: float = 60.0) -> tuple[subprocess.Popen | None, str
     if os.geteuid() != 0:
         return None, "the Docker engine is not running and only root can start it here"
     with open(DOCKERD_LOG, "ab") as log:
+        log_start = log.tell()
         proc = subprocess.Popen([dockerd, "--storage-driver", "overlay2"], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            return None, f"dockerd exited with {proc.returncode}:\n{DOCKERD_LOG.read_text()[-3000:]}"
+            return None, f"dockerd exited with {proc.returncode}:\n{_log_since(log_start)}"
         if engine_running():
             return proc, ""
         time.sleep(1)
     stop_engine(proc)
-    return None, f"dockerd did not answer within {timeout_s:.0f}s:\n{DOCKERD_LOG.read_text()[-3000:]}"
+    return None, f"dockerd did not answer within {timeout_s:.0f}s:\n{_log_since(log_start)}"
+
+
+def _log_since(offset: int, chars: int = 2000) -> str:
+    with open(DOCKERD_LOG, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")[-chars:]
 
 
 def stop_engine(proc: subprocess.Popen | None) -> None:
