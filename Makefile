@@ -21,5 +21,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The property tests with many more examples (a nightly run): never a 5xx, answers as the schema says.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	DCL_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q --timeout=3600 tests/service/test_fuzz_api.py $(PYTEST_ARGS)
+
+# The upload file-format fuzz at length (make test runs a few examples of each format).
+.PHONY: fuzz-uploads
+fuzz-uploads: $(STAMP)
+	DCL_FUZZ_EXAMPLES=$${DCL_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest tests/service/test_upload_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache dcl-data

@@ -24,6 +24,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,6 +34,8 @@ import numpy as np
 from PIL import Image
 
 from dcl_core.errors import UserError
+from dcl_core.files import is_disk_error
+from dcl_core.npz import MAX_CLASSES, RATIO_CHECK_MIN_BYTES, check_npz
 
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 """Pillow format ids that images are decoded with (never any other of Pillow's plugins)."""
@@ -53,12 +56,13 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 DATASET_IMAGES_DIR = "images"
 DATASET_NPZ_FILE = "data.npz"
 
-RATIO_CHECK_MIN_BYTES = 1 << 20
-"""Members smaller than this are exempt from the compression-ratio cap (a flat 200 KB BMP
-deflates 1000:1 and harms nobody); the total-size cap bounds them."""
-
 MAX_LISTED = 10
 """How many file names an error message lists."""
+
+SUMMARY_CLASS_CHARS = 32_000
+SUMMARY_LISTED_FILES = 100
+SUMMARY_LISTED_CHARS = 16_000
+"""Bounds on a stored summary (see `DatasetSummary.to_dict`): every dataset listing returns it."""
 
 _COPY_CHUNK = 1 << 20
 
@@ -170,13 +174,17 @@ def _write_member(root: Path, parts: tuple[str, ...], name: str, made: set[tuple
     except (NotADirectoryError, IsADirectoryError):
         raise UserError(f"archive member {name!r} clashes with a file or folder of the same name") from None
     except OSError as exc:
+        if is_disk_error(exc):  # the server's disk, not the user's archive
+            raise
         raise UserError(f"cannot extract archive member {name!r}: {exc.strerror or exc}") from None
 
 
 def _make_dir(root: Path, parts: tuple[str, ...], name: str) -> None:
     try:
         root.joinpath(*parts).mkdir(parents=True, exist_ok=True)
-    except OSError:
+    except OSError as exc:
+        if is_disk_error(exc):
+            raise
         raise UserError(f"archive member {name!r} clashes with a file of the same name") from None
 
 
@@ -298,7 +306,11 @@ def safe_extract(
             raise
         except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, NotImplementedError) as exc:
             raise UserError(f"{archive.name} is not a valid {kind} archive: {exc}") from None
-        except (OSError, ValueError, RuntimeError) as exc:  # zlib/CRC errors, truncated streams
+        except OSError as exc:
+            if is_disk_error(exc):  # a full or read-only volume: the server's problem
+                raise
+            raise UserError(f"{archive.name} is damaged and cannot be extracted: {exc}") from None
+        except (ValueError, RuntimeError, zlib.error) as exc:  # zlib/CRC errors, truncated streams
             raise UserError(f"{archive.name} is damaged and cannot be extracted: {exc}") from None
         os.replace(tmp, dest)
     except BaseException:
@@ -487,9 +499,40 @@ class DatasetSummary:
     format: str = "images"  # "images" or "npz"
 
     def to_dict(self) -> dict:
+        """JSON-ready and bounded in size whatever the dataset holds: class names are listed
+        while their total length stays under SUMMARY_CLASS_CHARS (`num_classes` says how many
+        there are, `classes_truncated` whether some were left out); `corrupt` and `ignored`
+        list at most SUMMARY_LISTED_FILES names (`num_corrupt` counts them all).
+        In all under about 100 KB."""
         d = asdict(self)
         d["sizes"] = [{"width": w, "height": h, "count": c} for w, h, c in self.sizes]
+        if self.classes is not None:
+            kept, chars = [], 0
+            for name in self.classes:
+                chars += len(name) + 16  # the name twice (classes, class_counts) and a count
+                if chars > SUMMARY_CLASS_CHARS:
+                    break
+                kept.append(name)
+            d["classes"] = kept
+            if self.class_counts is not None:
+                d["class_counts"] = {name: self.class_counts[name] for name in kept if name in self.class_counts}
+            d["num_classes"] = len(self.classes)
+            d["classes_truncated"] = len(kept) < len(self.classes)
+        d["num_corrupt"] = len(self.corrupt)
+        d["corrupt"] = _first_names(self.corrupt)
+        d["ignored"] = _first_names(self.ignored)
         return d
+
+
+def _first_names(names: list[str]) -> list[str]:
+    """At most SUMMARY_LISTED_FILES names, and fewer when long (SUMMARY_LISTED_CHARS in all)."""
+    kept, chars = [], 0
+    for name in names[:SUMMARY_LISTED_FILES]:
+        chars += len(name)
+        if chars > SUMMARY_LISTED_CHARS:
+            break
+        kept.append(name)
+    return kept
 
 
 def inspect_images(root: str | os.PathLike[str], *, skip_corrupt: bool) -> DatasetSummary:
@@ -500,6 +543,9 @@ def inspect_images(root: str | os.PathLike[str], *, skip_corrupt: bool) -> Datas
     """
     _, paths, labels, classes, ignored = _list_tree(Path(root))
     base = Path(root)
+    if classes is not None and len(classes) > MAX_CLASSES:
+        raise UserError(f"{base.name or base} has {len(classes)} class folders, more than the limit of "
+                        f"{MAX_CLASSES}; group the images into fewer classes")
 
     def rel(p: Path) -> str:
         return p.relative_to(base).as_posix()
@@ -542,70 +588,29 @@ def inspect_images(root: str | os.PathLike[str], *, skip_corrupt: bool) -> Datas
     )
 
 
-def _npy_header(npz: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
-    with npz.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    return tuple(shape), dtype
-
-
-def inspect_npz(path: str | os.PathLike[str]) -> DatasetSummary:
-    """Checks an .npz dataset: `x` uint8 (N,H,W,C) with C in (1,3), or (N,H,W); optional `y`
-    integer (N,) >= 0; optional `classes` strings (one per label). Reads `x`'s header only.
-    """
-    path = Path(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise UserError(f"{path.name} is not a readable .npz file: {exc}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise UserError(f"{path.name} is a single .npy array; save an .npz with np.savez(path, x=images, y=labels)")
-    with npz:
-        if "x" not in npz.files:
-            raise UserError(f"{path.name} has no array `x`; expected x: uint8 (N,H,W,C) images, found {npz.files}")
-        try:
-            shape, dtype = _npy_header(npz.zip, "x")
-        except Exception as exc:
-            raise UserError(f"{path.name}: array `x` is unreadable: {exc}") from None
-        if dtype != np.uint8:
-            raise UserError(f"{path.name}: `x` must be uint8 (N,H,W,C) or (N,H,W), got dtype {dtype}")
-        if not (len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))):
-            raise UserError(
-                f"{path.name}: `x` must have shape (N,H,W,C) with C 1 or 3, or (N,H,W); got {shape}"
-            )
-        n, h, w = shape[:3]
-        if n < 1 or h < 1 or w < 1:
-            raise UserError(f"{path.name}: `x` holds no images (shape {shape})")
-        classes = class_counts = None
-        if "y" in npz.files:
-            try:
-                y = npz["y"]
-            except Exception as exc:
-                raise UserError(f"{path.name}: array `y` is unreadable: {exc}") from None
-            if not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
-                raise UserError(f"{path.name}: `y` must be integer labels of shape ({n},), got {y.dtype} {y.shape}")
-            if y.min() < 0:
-                raise UserError(f"{path.name}: `y` labels must be >= 0, found {int(y.min())}")
-            num_classes = int(y.max()) + 1
-            classes = [str(i) for i in range(num_classes)]
-            if "classes" in npz.files:
-                names = npz["classes"]
-                if names.ndim != 1 or names.dtype.kind not in "US" or len(names) < num_classes:
-                    raise UserError(
-                        f"{path.name}: `classes` must be a 1-D array of at least {num_classes} strings"
-                    )
-                classes = [str(s) for s in names.tolist()]
-            counts = np.bincount(y.astype(np.int64), minlength=len(classes))
-            class_counts = {c: int(counts[i]) for i, c in enumerate(classes)}
+def inspect_npz(
+    path: str | os.PathLike[str],
+    *,
+    max_total_bytes: int | None = None,
+    max_images: int | None = None,
+    max_ratio: float | None = None,
+    display_name: str | None = None,
+) -> DatasetSummary:
+    """Checks an .npz dataset with `dcl_core.npz.check_npz` (every member read through once, `x`
+    never loaded; the caps as there) and summarises it."""
+    contents = check_npz(path, max_total_bytes=max_total_bytes, max_images=max_images, max_ratio=max_ratio,
+                         display_name=display_name)
+    n, h, w = contents.shape[:3]
+    class_counts = None
+    if contents.labels is not None and contents.classes is not None:
+        counts = np.bincount(contents.labels, minlength=len(contents.classes))
+        class_counts = {c: int(counts[i]) for i, c in enumerate(contents.classes)}
     return DatasetSummary(
         num_images=n,
-        classes=classes,
+        classes=contents.classes,
         class_counts=class_counts,
         sizes=[(w, h, n)],
-        labelled=classes is not None,
+        labelled=contents.classes is not None,
         format="npz",
     )
 
@@ -628,6 +633,22 @@ def dataset_layout(dataset_dir: str | os.PathLike[str]) -> Path:
     )
 
 
+def dataset_bytes(dataset_dir: str | os.PathLike[str]) -> int:
+    """What a stored dataset takes, for quotas: an image tree's file sizes; an .npz's unpacked
+    size (the sum of its members, which `inspect_npz` has read through), at least its file size."""
+    layout = dataset_layout(dataset_dir)
+    if layout.name == DATASET_NPZ_FILE:
+        with zipfile.ZipFile(layout) as zf:
+            return max(layout.stat().st_size, sum(info.file_size for info in zf.infolist()))
+    return sum(p.lstat().st_size for p in _walk_all(layout))
+
+
+def _walk_all(folder: Path) -> Iterable[Path]:
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            yield Path(root, name)
+
+
 def store_dataset(
     upload: str | os.PathLike[str],
     dataset_dir: str | os.PathLike[str],
@@ -641,7 +662,8 @@ def store_dataset(
     """Validates an uploaded file and writes it into the `dataset_layout` of `dataset_dir`.
 
     `filename` (the name the user gave; default the upload's) picks the kind: `.npz` is
-    checked with `inspect_npz` and moved to `data.npz`; anything else must be a zip or tar
+    checked with `inspect_npz` under the same caps as archives (`max_total_bytes` unpacked,
+    `max_files` images, `max_ratio`) and copied to `data.npz`; anything else must be a zip or tar
     archive, extracted with `safe_extract` into `images/` and checked with `inspect_images`
     (with `skip_corrupt`, the unreadable files are deleted; the summary still names them).
     On failure `dataset_dir` is removed again if this call created it.
@@ -653,9 +675,8 @@ def store_dataset(
     try:
         dataset_dir.mkdir(parents=True, exist_ok=True)
         if name.endswith(".npz"):
-            summary = inspect_npz(upload)
-            if upload.stat().st_size > max_total_bytes:
-                raise UserError(f"{name} is larger than {max_total_bytes} bytes, the limit")
+            summary = inspect_npz(upload, max_total_bytes=max_total_bytes, max_images=max_files, max_ratio=max_ratio,
+                                  display_name="the file")  # the API names the upload; never its temp name
             shutil.copyfile(upload, dataset_dir / (DATASET_NPZ_FILE + ".partial"))
             os.replace(dataset_dir / (DATASET_NPZ_FILE + ".partial"), dataset_dir / DATASET_NPZ_FILE)
             return summary
@@ -674,5 +695,5 @@ def store_dataset(
 __all__ = [
     "IMAGE_FORMATS", "IMAGE_SUFFIXES", "ARCHIVE_SUFFIXES", "DatasetSummary", "CorruptImage",
     "safe_extract", "list_images", "inspect_images", "inspect_npz", "decode_image",
-    "dataset_layout", "store_dataset", "is_image_name", "parallel_map", "corrupt_error",
+    "dataset_layout", "dataset_bytes", "store_dataset", "is_image_name", "parallel_map", "corrupt_error",
 ]

@@ -14,8 +14,27 @@ from dcl_core.files import atomic_open, sha256_file
 def save_checkpoint(path: Path, state: dict[str, Any]) -> str:
     """Write `state` (tensors, numbers, strings, dicts, lists) atomically; returns its sha256."""
     with atomic_open(path) as f:
-        torch.save(state, f)
+        try:
+            torch.save(state, f)
+        except RuntimeError as exc:
+            # torch's writer turns a failed write (a full disk) into "unexpected pos": raise the
+            # OSError underneath, which says what happened (ENOSPC) and which file it was.
+            os_error = _os_error_in(exc)
+            if os_error is None:
+                raise
+            raise OSError(os_error.errno, os_error.strerror, str(path)) from exc
     return sha256_file(path)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

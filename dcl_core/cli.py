@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+import dcl_core
 from dcl_core.errors import UserError
 
 
@@ -59,6 +60,16 @@ def dataset_arg(text: str) -> str | dict:
     if not isinstance(spec, dict):
         raise argparse.ArgumentTypeError("a JSON dataset spec must be an object")
     return spec
+
+
+def _json_object(text: str, option: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{option} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{option} must be a JSON object")
+    return value
 
 
 def _data_env(args):
@@ -145,7 +156,10 @@ def cmd_train(args) -> int:
         return 130
     if main_rank:
         print(json.dumps({"out": str(args.out), "steps": result.steps, "seconds": round(result.seconds, 1),
-                          "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics}, indent=2))
+                          "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics,
+                          **({"warnings": result.warnings} if result.warnings else {})}, indent=2))
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -154,7 +168,8 @@ def cmd_probe(args) -> int:
     from dcl_core.files import write_json_atomic
     from dcl_core.probe import run_probe
 
-    config = ProbeConfig(train=args.train, test=args.test, classifier=args.classifier, device=args.device)
+    config = ProbeConfig(train=args.train, test=args.test, classifier=args.classifier, device=args.device,
+                         **_given(args, "k", "epochs", "batch_size"))
     result = run_probe(Path(args.encoder), config, _data_env(args))
     out = result.to_dict()
     if args.out:
@@ -167,9 +182,33 @@ def cmd_embed(args) -> int:
     from dcl_core.config import EmbedConfig
     from dcl_core.embed import run_embed
 
-    config = EmbedConfig(data=args.data, device=args.device)
+    config = EmbedConfig(data=args.data, device=args.device, **_given(args, "batch_size"))
     path = run_embed(Path(args.encoder), config, Path(args.out), _data_env(args))
     print(path)
+    return 0
+
+
+def _given(args, *names: str) -> dict:
+    """The options the user set (the config's defaults stay in one place: config.py)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def cmd_export(args) -> int:
+    from dcl_core.export import write_hf_folder
+
+    if not (args.onnx or args.hf):
+        raise UserError("say what to export: --onnx and/or --hf")
+    out: dict = {}
+    if args.onnx:
+        from dcl_core.onnx_export import export_onnx
+
+        record = export_onnx(Path(args.run_dir))
+        out["onnx"] = {k: record[k] for k in ("file", "opset", "max_abs_diff")}
+        for warning in record.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+    if args.hf:
+        out["hf"] = str(write_hf_folder(Path(args.run_dir), args.hf_out))
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -182,7 +221,7 @@ def cmd_show_augment(args) -> int:
 
     spec = DatasetSpec(source=args.dataset, image_size=args.image_size, max_images=max(args.n, 2))
     data = load_images(spec, _data_env(args))
-    config = AugmentConfig()
+    config = AugmentConfig.model_validate(_json_object(args.augment, "--augment") if args.augment else {})
     mean, std = data.channel_stats()
     augment = SimCLRAugment(config, data.image_size, mean, std)
     grid = views_grid(data.images[: args.n], augment, n_views=args.views, generator=torch.Generator().manual_seed(args.seed))
@@ -199,6 +238,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dcl", description="Self-supervised contrastive pretraining (DCL, DCLW, SimCLR).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {dcl_core.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="pretrain an encoder from a JSON/YAML config")
@@ -213,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, type=dataset_arg, help="labelled training data" + DATASET_HELP)
     p.add_argument("--test", required=True, type=dataset_arg, help="labelled test data" + DATASET_HELP)
     p.add_argument("--classifier", choices=["logistic", "knn"], default="logistic")
+    p.add_argument("--k", type=int, default=None, help="knn: neighbours (default 200)")
+    p.add_argument("--epochs", type=int, default=None, help="logistic: optimisation steps (default 100)")
+    p.add_argument("--batch-size", type=int, default=None, help="feature extraction batch (default 1024)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="also write the result as JSON here")
     _add_data_options(p)
@@ -222,9 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", required=True)
     p.add_argument("--data", required=True, type=dataset_arg, help="images to embed" + DATASET_HELP)
     p.add_argument("--out", required=True, help="FILE.npy")
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default 1024)")
     p.add_argument("--device", default="auto")
     _add_data_options(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="write a run's encoder as ONNX and/or a Hugging Face-style folder")
+    p.add_argument("run_dir", help="run folder holding encoder.safetensors and encoder.json")
+    p.add_argument("--onnx", action="store_true", help="encoder.onnx, checked with onnxruntime (needs the onnx extra)")
+    p.add_argument("--hf", action="store_true", help="config.json + model.safetensors")
+    p.add_argument("--hf-out", default=None, help="folder for --hf (default: the run folder)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("show-augment", help="write a PNG of augmented views, to look at")
     p.add_argument("dataset")
@@ -233,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=4, help="views per image")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", help='augment settings as JSON, e.g. \'{"crop_scale": [0.5, 1.0]}\' (AugmentConfig)')
     _add_data_options(p)
     p.set_defaults(func=cmd_show_augment)
 

@@ -11,12 +11,23 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ENCODERS = ("resnet18", "resnet34", "resnet50", "convnet_small")
+from dcl_core.encoders import ENCODERS, check_encoder_kwargs, check_encoder_name, encoder_entry
+
 TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "SVHN")
 BUILTIN_DATASETS = ("digits",)
 DATASET_ID = re.compile(r"^ds_[0-9a-f]{8,32}$")
 
+JOB_ID = r"^[A-Za-z0-9_-]+$"
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+EncoderKwarg = Union[bool, int, float, Annotated[str, Field(max_length=200)], None,
+                     Annotated[list[Union[int, float]], Field(max_length=16)]]
+# Bounds that keep a config from failing only at run time: the augmentation seed of step s is
+# (seed * 1_000_003 + s) * 1024 + rank, which torch needs under 2**64; a projection wider than
+# this would not fit in memory; counts past a billion overflow the job store's 32-bit steps.
+Seed = Annotated[int, Field(ge=0, lt=2**32, description="Random seed, 0 <= seed < 2**32.")]
+MAX_DIM = 65536
+MAX_COUNT = 10**9
 
 
 class Strict(BaseModel):
@@ -41,7 +52,7 @@ class DatasetSpec(Strict):
         description="Resize images to this square size; None keeps the native size "
         "(folders of mixed sizes need it set).",
     )
-    max_images: int | None = Field(default=None, ge=2, description="Use only the first N images.")
+    max_images: int | None = Field(default=None, ge=2, le=MAX_COUNT, description="Use only the first N images.")
     skip_corrupt: bool = Field(default=False, description="Skip unreadable images instead of failing.")
     download: bool = Field(default=False, description="torchvision datasets: allow downloading.")
     in_memory: bool | None = Field(
@@ -131,9 +142,9 @@ class KnnMonitorConfig(Strict):
 
     train: DatasetSpec
     test: DatasetSpec
-    k: int = Field(default=200, ge=1)
+    k: int = Field(default=200, ge=1, le=MAX_COUNT)
     temperature: float = Field(default=0.1, gt=0)
-    every_epochs: int = Field(default=1, ge=1)
+    every_epochs: int = Field(default=1, ge=1, le=100000)
 
 
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")]
@@ -145,17 +156,30 @@ class TrainConfig(Strict):
 
     method: Literal["dcl", "dclw", "simclr"] = "dcl"
     dataset: DatasetSpec = DatasetSpec(source="builtin:digits")
-    encoder: Literal["resnet18", "resnet34", "resnet50", "convnet_small"] = "resnet18"
-    small_stem: bool | None = Field(
-        default=None, description="3x3 stride-1 conv1, no max-pool; None: on for images <= 64 px."
+    encoder: str = Field(
+        default="resnet18", max_length=140,
+        description="resnet18, resnet34, resnet50, convnet_small, or timm:NAME (any timm model, "
+        "e.g. timm:vit_small_patch16_224; needs the timm extra where the run trains).",
     )
-    projection_hidden_dim: int | None = Field(default=None, ge=1, description="None: the encoder's feature dim.")
-    projection_dim: int = Field(default=128, ge=1)
+    encoder_kwargs: dict[str, EncoderKwarg] = Field(
+        default_factory=dict, max_length=32,
+        description="timm:NAME only: keyword arguments for timm.create_model (e.g. depth, embed_dim).",
+    )
+    small_stem: bool | None = Field(
+        default=None, description="3x3 stride-1 conv1, no max-pool; None: on for images <= 64 px. "
+        "ResNets and convnet_small only.",
+    )
+    projection_hidden_dim: int | None = Field(
+        default=None, ge=1, le=MAX_DIM, description="None: the encoder's feature dim."
+    )
+    projection_dim: int = Field(default=128, ge=1, le=MAX_DIM)
     projection_layers: int = Field(default=2, ge=1, le=4)
 
     batch_size: int = Field(default=256, ge=2, le=65536, description="Images per step; each gives 2 views.")
     epochs: int = Field(default=100, ge=1, le=100000)
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps (for short runs).")
+    max_steps: int | None = Field(
+        default=None, ge=1, le=MAX_COUNT, description="Stop after this many steps (for short runs)."
+    )
     temperature: float = Field(default=0.1, gt=0, le=10)
     sigma: float = Field(default=0.5, gt=0, description="DCLW: the vMF weighting's temperature.")
 
@@ -173,17 +197,31 @@ class TrainConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
     knn_monitor: KnnMonitorConfig | None = None
 
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
     device: Device = "auto"
     precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere.")
     compile: bool | None = Field(default=None, description="torch.compile the encoder; None: on for CUDA.")
     channels_last: bool | None = Field(default=None, description="None: on for CUDA.")
-    log_every_steps: int = Field(default=10, ge=1)
-    checkpoint_every_steps: int = Field(default=500, ge=1, description="Also at every epoch end.")
+    log_every_steps: int = Field(default=10, ge=1, le=MAX_COUNT)
+    checkpoint_every_steps: int = Field(default=500, ge=1, le=MAX_COUNT, description="Also at every epoch end.")
     max_runtime_s: float | None = Field(default=None, gt=0, description="Fail the run past this wall time.")
+    export: list[Literal["onnx", "hf"]] = Field(
+        default_factory=list, max_length=2,
+        description="Extra encoder formats: onnx (encoder.onnx, checked with onnxruntime), hf (config.json + "
+        "model.safetensors, a Hugging Face-style folder).",
+    )
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        return check_encoder_name(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
+        check_encoder_kwargs(self.encoder, self.encoder_kwargs)
+        if self.small_stem and not encoder_entry(self.encoder).small_stem:
+            raise ValueError(f"small_stem applies to the torchvision ResNets and convnet_small, not {self.encoder!r}; "
+                             "leave it unset")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
         if self.optimizer in ("adam", "adamw") and self.momentum != 0.9:
@@ -209,37 +247,53 @@ class ProbeConfig(Strict):
     epochs: int = Field(default=100, ge=1, le=10000, description="logistic: full-batch optimisation steps.")
     lr: float = Field(default=1.0, gt=0, description="logistic: L-BFGS initial step length.")
     weight_decay: float = Field(default=1e-4, ge=0)
-    k: int = Field(default=200, ge=1, description="knn: neighbours.")
+    k: int = Field(default=200, ge=1, le=MAX_COUNT, description="knn: neighbours.")
     knn_temperature: float = Field(default=0.1, gt=0)
-    batch_size: int = Field(default=1024, ge=1, description="Feature extraction batch.")
+    batch_size: int = Field(default=1024, ge=1, le=65536, description="Feature extraction batch.")
     device: Device = "auto"
     precision: Precision = "auto"
-    seed: int = Field(default=0, ge=0)
+    seed: Seed = 0
 
 
 class EmbedConfig(Strict):
     """Compute the encoder's features for every image of a dataset (saved as .npy)."""
 
     data: DatasetSpec
-    batch_size: int = Field(default=1024, ge=1)
+    batch_size: int = Field(default=1024, ge=1, le=65536)
     device: Device = "auto"
     precision: Precision = "auto"
 
 
 # The API's job requests: one schema family, discriminated by `type`.
+class Resources(Strict):
+    """What a job holds while it runs."""
+
+    gpus: int = Field(default=1, ge=1, le=64, description=(
+        "Devices the run trains on, one torchrun process each (DDP; negatives gathered across them); "
+        "more than 1 needs a worker started with that many (`dcl worker --gpus 0,1`)."))
+
+
 class PretrainJob(Strict):
     type: Literal["pretrain"] = "pretrain"
     config: TrainConfig = TrainConfig()
+    resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _batch_splits_over_devices(self) -> "PretrainJob":
+        if self.config.batch_size % self.resources.gpus:
+            raise ValueError(f"config.batch_size {self.config.batch_size} must be divisible by resources.gpus "
+                             f"{self.resources.gpus} (each device trains on an equal share of every batch)")
+        return self
 
 
 class ProbeJob(ProbeConfig):
     type: Literal["linear_probe"] = "linear_probe"
-    encoder_job: str = Field(min_length=1, max_length=64, description="Id of a succeeded pretrain job.")
+    encoder_job: str = Field(min_length=1, max_length=64, pattern=JOB_ID, description="Id of a succeeded pretrain job.")
 
 
 class EmbedJob(EmbedConfig):
     type: Literal["embed"] = "embed"
-    encoder_job: str = Field(min_length=1, max_length=64)
+    encoder_job: str = Field(min_length=1, max_length=64, pattern=JOB_ID)
 
 
 JobSpec = Annotated[Union[PretrainJob, ProbeJob, EmbedJob], Field(discriminator="type")]

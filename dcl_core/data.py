@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from dcl_core import archive
+from dcl_core import archive, decode
 from dcl_core.archive import dataset_layout
+from dcl_core.catalog import DIGITS_TRAIN, TORCHVISION_FOLDERS
 from dcl_core.config import DatasetSpec
 from dcl_core.errors import UserError
 from dcl_core.files import sha256_file
@@ -57,8 +58,6 @@ __all__ = [
     "dataset_layout",
 ]
 
-DIGITS_TRAIN = 1437
-"""builtin:digits: the first 1,437 of scikit-learn's 1,797 images are `train`, the rest `test`."""
 
 LOCAL_ARCHIVE_MAX_BYTES = 1 << 40
 LOCAL_ARCHIVE_MAX_FILES = 50_000_000
@@ -67,15 +66,6 @@ LOCAL_ARCHIVE_MAX_FILES = 50_000_000
 IN_MEMORY_MAX_BYTES = 4 << 30
 """Auto mode: image files whose decoded uint8 size is over this stream from disk."""
 
-# torchvision: where each dataset's files lie under the root, as torchvision itself lays them out.
-_TORCHVISION_FOLDERS = {
-    "CIFAR10": "cifar-10-batches-py",
-    "CIFAR100": "cifar-100-python",
-    "STL10": "stl10_binary",
-    "MNIST": "MNIST/raw",
-    "FashionMNIST": "FashionMNIST/raw",
-    "SVHN": ".",
-}
 
 
 @dataclass(frozen=True)
@@ -111,6 +101,7 @@ class ImageSet:
 
     def channel_stats(self, max_images: int = 10_000, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel (mean, std) in [0, 1] units over up to `max_images` evenly spaced images.
+        A constant channel (a flat colour, a blank channel) gets std MIN_CHANNEL_STD, not 0.
 
         Accumulated in float64 chunk by chunk (no full-size float copy).
         """
@@ -130,8 +121,13 @@ class ImageSet:
         mean = total / count
         var = (total_sq / count - mean.square()).clamp_min(0)
         mean_t = tuple(float(v) / 255 for v in mean.tolist())
-        std_t = tuple(math.sqrt(float(v)) / 255 for v in var.tolist())
+        std_t = tuple(max(math.sqrt(float(v)) / 255, MIN_CHANNEL_STD) for v in var.tolist())
         return mean_t, std_t
+
+
+MIN_CHANNEL_STD = 1 / 255
+"""One intensity step: the least std a measured channel gets, so that constant images
+(a 1x1 upload, a red-only dataset) normalise to 0 instead of failing on a division by 0."""
 
 
 def _sample_index(n: int, max_images: int) -> torch.Tensor:
@@ -249,7 +245,7 @@ def load_images(spec: DatasetSpec, env: DataEnv) -> ImageSet:
     with ExitStack() as stack:
         path = _file_source(spec, env, stack)
         if path.is_dir():
-            return _load_tree(path, spec, spec.source)
+            return _load_tree(path, spec, spec.source, env.cache_dir)
         return _load_npz(path, spec, spec.source)
 
 
@@ -266,7 +262,7 @@ def open_images(spec: DatasetSpec, env: DataEnv) -> ImageSet | ImageStream:
         paths, labels, classes = _list_tree(path, spec)
         side = spec.image_size or _first_side(paths)
         if not should_stream(spec.in_memory, len(paths), side):
-            return _load_files(paths, labels, classes, path, spec, spec.source)
+            return _load_files(paths, labels, classes, path, spec, spec.source, env.cache_dir)
         stream = _open_stream(paths, labels, classes, path, spec, keep.pop_all())
     return stream
 
@@ -342,7 +338,7 @@ def _load_torchvision(spec: DatasetSpec, env: DataEnv) -> ImageSet:
     if spec.download and not env.allow_download:
         raise UserError(
             f"{spec.source}: download: true is not allowed here (the server does not allow downloads); "
-            f"put the files in {root / _TORCHVISION_FOLDERS[name]} instead"
+            f"put the files in {root / TORCHVISION_FOLDERS[name]} instead"
         )
     download = spec.download and env.allow_download
     import torchvision.datasets as tvd
@@ -358,7 +354,7 @@ def _load_torchvision(spec: DatasetSpec, env: DataEnv) -> ImageSet:
             raise UserError(f"{spec.source}: downloading into {root} failed: {exc}") from None
         raise UserError(
             f"{spec.source}: the {spec.split} files are missing or damaged; put torchvision's {name} "
-            f"files in {(root / _TORCHVISION_FOLDERS[name]).resolve()}, or set download: true "
+            f"files in {(root / TORCHVISION_FOLDERS[name]).resolve()}, or set download: true "
             "(needs the server to allow downloads)"
         ) from None
     except OSError as exc:
@@ -459,7 +455,29 @@ def _list_tree(root: Path, spec: DatasetSpec) -> tuple[list[Path], list[int] | N
 
 
 def _load_files(paths: list[Path], labels: list[int] | None, classes: list[str] | None,
-                base: Path, spec: DatasetSpec, source: str) -> ImageSet:
+                base: Path, spec: DatasetSpec, source: str, cache_dir: Path | None = None) -> ImageSet:
+    """Decode the files into one ImageSet (see `dcl_core.decode`); with `cache_dir`, the decoded
+    tensor is read from, or written to, the decode cache there."""
+    device = "cuda" if decode.gpu_decode_available() else "cpu"
+    cached = None
+    if cache_dir is not None:
+        cached_file = decode.cache_path(cache_dir, decode.cache_key(paths, base, spec.image_size,
+                                                                    spec.skip_corrupt, device))
+        cached = decode.load_cached(cached_file, len(paths))
+    if cached is not None:
+        out, kept = cached
+    else:
+        out, kept = _decode_files(paths, base, spec, source, device)
+        if cache_dir is not None:
+            decode.save_cached(cached_file, out, kept)
+    y = np.asarray(labels, dtype=np.int64)[kept] if labels is not None else None
+    return ImageSet(images=torch.from_numpy(out), labels=torch.from_numpy(y) if y is not None else None,
+                    classes=classes, source=source)
+
+
+def _decode_files(paths: list[Path], base: Path, spec: DatasetSpec, source: str,
+                  device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (M, 3, S, S) uint8, kept (N,) bool: which files are in it)."""
     def rel(p: Path) -> str:
         return _relative(p, base)
 
@@ -493,7 +511,7 @@ def _load_files(paths: list[Path], labels: list[int] | None, classes: list[str] 
         except archive.CorruptImage as exc:
             return f"{rel(paths[i])} ({exc})"
 
-    results = archive.parallel_map(work, n)
+    results = decode.decode_files(paths, out, size, work, device=device)
     corrupt = {i: r for i, r in enumerate(results) if isinstance(r, str)}
     if corrupt and not spec.skip_corrupt:
         raise archive.corrupt_error(corrupt.values(), len(corrupt))
@@ -505,21 +523,17 @@ def _load_files(paths: list[Path], labels: list[int] | None, classes: list[str] 
                 f"{source}: images have different sizes ({rel(paths[0])} is {side}x{side}, "
                 f"{rel(paths[i])} is {w}x{h}, {len(other)} differ); set image_size"
             )
-    y = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    keep = np.array([i not in corrupt for i in range(n)], dtype=bool)
     if corrupt:
-        keep = np.array([i not in corrupt for i in range(n)])
         if not keep.any():
             raise UserError(f"{source}: none of the {n} image files can be read")
         out = out[keep]
-        y = y[keep] if y is not None else None
-    images = torch.from_numpy(out)
-    return ImageSet(images=images, labels=torch.from_numpy(y) if y is not None else None,
-                    classes=classes, source=source)
+    return out, keep
 
 
-def _load_tree(root: Path, spec: DatasetSpec, source: str) -> ImageSet:
+def _load_tree(root: Path, spec: DatasetSpec, source: str, cache_dir: Path | None = None) -> ImageSet:
     paths, labels, classes = _list_tree(root, spec)
-    return _load_files(paths, labels, classes, root, spec, source)
+    return _load_files(paths, labels, classes, root, spec, source, cache_dir)
 
 
 def _open_stream(paths: list[Path], labels: list[int] | None, classes: list[str] | None,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dcl_core.device import autocast_dtype, resolve_device
-from dcl_core.hooks import NullHooks
+from dcl_core.hooks import NullHooks, stop_check
 
 if TYPE_CHECKING:
     from dcl_core.config import EmbedConfig
@@ -39,7 +39,8 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
 
 def run_embed(encoder_dir: Path, config: "EmbedConfig", out_path: Path, env: "DataEnv", hooks=None) -> Path:
     """Features of every image of config.data (at the encoder's input size unless the spec
-    sets one) as a float32 .npy at `out_path`; labels, if any, beside it. Returns out_path."""
+    sets one) as a float32 .npy at `out_path`; labels, if any, beside it. Returns out_path.
+    `hooks.should_stop()` is polled between batches; True raises StopRequested, nothing written."""
     from dcl_core.data import load_images
     from dcl_core.export import load_encoder
     from dcl_core.probe import eval_transform, extract_features, prepare_for_inference, spec_at_encoder_size
@@ -53,12 +54,16 @@ def run_embed(encoder_dir: Path, config: "EmbedConfig", out_path: Path, env: "Da
     meta = encoder.meta
     hooks.on_start(1, {"task": "embed", "encoder": meta["encoder"]})
 
+    check_stop = stop_check(hooks)
+    check_stop()
     spec = spec_at_encoder_size(config.data, meta)
     images = load_images(spec, env)
     transform = eval_transform(images.image_size, meta, device)
     feats = extract_features(
-        encoder, images.images, transform, batch_size=config.batch_size, device=device, dtype=dtype
+        encoder, images.images, transform, batch_size=config.batch_size, device=device, dtype=dtype,
+        check_stop=check_stop,
     )
+    check_stop()  # nothing is written for a stopped run
     array = np.ascontiguousarray(feats.cpu().numpy(), dtype=np.float32)
     del feats
 

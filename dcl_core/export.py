@@ -5,10 +5,14 @@ names for the ResNets (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; no `fc.
 loads into a plain `torchvision.models.resnet18()` whose `fc` is `nn.Identity()` (and, for the
 small stem, whose `conv1` is a 3x3 stride-1 conv and `maxpool` is `nn.Identity()`).
 
-`encoder.json` says how to rebuild and feed it: the architecture, the stem, the feature
-dimension, the input size, the normalisation, the training config, the final metrics and the
-sha256 of the weights file. Nothing here unpickles anything: weights are read with
-safetensors and metadata with json.
+`encoder.json` says how to rebuild and feed it: the architecture (for `timm:NAME`, also the
+timm model, version and `encoder_kwargs`), the stem, the feature dimension, the input size, the
+normalisation, the training config, the final metrics and the sha256 of the weights file.
+Nothing here unpickles anything: weights are read with safetensors and metadata with json.
+
+A Hugging Face-style folder (`config.json` + `model.safetensors`, `write_hf_folder`) holds the
+same two things under the names a model hub expects; `load_encoder` reads either layout.
+`encoder.onnx` is written by dcl_core.onnx_export.
 
 Both files are written atomically (a temp file in the same folder, fsync, `os.replace`), the
 weights first: a reader that finds `encoder.json` finds the weights it describes.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,11 +42,16 @@ __all__ = [
     "load_encoder",
     "read_meta",
     "encoder_state_dict",
+    "write_hf_folder",
+    "export_formats",
 ]
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "encoder.safetensors"
 META_NAME = "encoder.json"
+HF_WEIGHTS_NAME = "model.safetensors"
+HF_META_NAME = "config.json"
+HF_MODEL_TYPE = "dcl_encoder"
 _REQUIRED_META = ("encoder", "small_stem", "image_size", "mean", "std")
 # Prefixes that wrappers add to parameter names: torch.compile's OptimizedModule and DDP.
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -120,7 +131,7 @@ def save_encoder(encoder: nn.Module, out_dir: str | Path, meta: dict) -> str:
     data = safetensors_save(encoder_state_dict(encoder), metadata={"format": "pt"})
     sha256 = hashlib.sha256(data).hexdigest()
 
-    record = dict(meta)
+    record = {**getattr(inner, "build_meta", {}), **meta}
     record.update(
         format_version=FORMAT_VERSION,
         sha256=sha256,
@@ -146,7 +157,12 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such encoder file or run folder")
-    if path.is_dir():
+    hf = path.name in (HF_META_NAME, HF_WEIGHTS_NAME) or (
+        path.is_dir() and not (path / META_NAME).exists() and (path / HF_META_NAME).exists())
+    folder = path if path.is_dir() else path.parent
+    if hf:
+        weights, meta = folder / HF_WEIGHTS_NAME, folder / HF_META_NAME
+    elif path.is_dir():
         weights, meta = path / WEIGHTS_NAME, path / META_NAME
     elif path.suffix == ".json":
         meta = path
@@ -161,7 +177,7 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
     if not meta.is_file():
         raise UserError(
             f"{path}: no {META_NAME} found (expected {meta}); point at a run folder holding "
-            f"{WEIGHTS_NAME} and {META_NAME}"
+            f"{WEIGHTS_NAME} and {META_NAME} (or a folder holding {HF_META_NAME} and {HF_WEIGHTS_NAME})"
         )
     return weights, meta
 
@@ -191,7 +207,8 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     """Rebuild an exported encoder, verified against its sha256, in eval mode on `device`.
 
     `path` is a run folder holding encoder.safetensors + encoder.json, or the .safetensors
-    file itself (its .json beside it). The module has `feature_dim`, `meta` (the json as a
+    file itself (its .json beside it), or a Hugging Face-style folder (config.json +
+    model.safetensors, see `write_hf_folder`). The module has `feature_dim`, `meta` (the json as a
     dict) and `transform`, the evaluation preprocessing for uint8 images, so:
 
         enc = load_encoder("run")
@@ -218,12 +235,14 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise UserError(f"{weights_path}: not a safetensors file ({exc})") from exc
 
-    encoder = build_encoder(meta["encoder"], bool(meta["small_stem"]))
+    encoder = build_encoder(meta["encoder"], bool(meta["small_stem"]), int(meta["image_size"]),
+                            meta.get("encoder_kwargs") or {})
     try:
         encoder.load_state_dict(_clean_state_dict(state), strict=True)
     except RuntimeError as exc:
+        built_by = f" (saved with timm {meta['timm_version']})" if "timm_version" in meta else ""
         raise UserError(
-            f"{weights_path}: weights do not fit encoder {meta['encoder']!r} "
+            f"{weights_path}: weights do not fit encoder {meta['encoder']!r}{built_by} "
             f"(small_stem={meta['small_stem']}): {exc}"
         ) from exc
 
@@ -244,3 +263,50 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     object.__setattr__(encoder, "meta", meta)
     object.__setattr__(encoder, "transform", transform)
     return encoder
+
+
+# --------------------------------------------------------------------------- other formats
+
+
+def write_hf_folder(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write `config.json` + `model.safetensors` (a Hugging Face-style model folder, ready for
+    `huggingface-cli upload`) into `out_dir` (default: the run folder itself) from the run's
+    encoder files. The weights are the same bytes (a hard link where possible); config.json is
+    encoder.json with `model_type` added. `load_encoder(out_dir)` reads it back."""
+    run_dir = Path(run_dir)
+    weights_path, _ = _locate(run_dir)
+    meta = read_meta(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / HF_WEIGHTS_NAME
+    partial = out_dir / f".{HF_WEIGHTS_NAME}.tmp"
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(weights_path, partial)
+    except OSError:
+        shutil.copyfile(weights_path, partial)
+    os.replace(partial, target)
+    write_json_atomic(out_dir / HF_META_NAME, {
+        "model_type": HF_MODEL_TYPE, "library_name": "dcl-service", **meta, "weights_file": HF_WEIGHTS_NAME,
+    })
+    return out_dir
+
+
+def export_formats(run_dir: str | Path, formats: list[str]) -> list[str]:
+    """Write the extra formats a config asks for (`onnx`, `hf`) beside the run's encoder files.
+    Returns warnings: a failed extra format never loses the trained encoder (it can be made
+    again with `dcl export`)."""
+    problems = []
+    for fmt in ("onnx", "hf"):  # onnx first: its check result goes into encoder.json, then config.json
+        if fmt not in formats:
+            continue
+        try:
+            if fmt == "onnx":
+                from dcl_core.onnx_export import export_onnx
+
+                problems += export_onnx(run_dir).get("warnings", [])
+            else:
+                write_hf_folder(run_dir)
+        except (UserError, OSError) as exc:
+            problems.append(f"export {fmt} failed: {exc}; the encoder is saved, retry with `dcl export --{fmt} RUN_DIR`")
+    return problems

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 
 class Hooks(Protocol):
@@ -18,6 +18,22 @@ class Hooks(Protocol):
 
     def on_checkpoint(self, path: Path, sha256: str) -> None:
         """Called after a resumable checkpoint was written atomically."""
+
+
+class StopRequested(Exception):
+    """Raised by an engine function that has no partial result to hand back (a probe, an
+    embedding) once `hooks.should_stop()` said True; training returns instead (stopped=True)."""
+
+
+def stop_check(hooks) -> Callable[[], None]:
+    """A function that raises StopRequested when `hooks.should_stop()` says so: called between
+    batches and iterations by the probe and embed loops."""
+
+    def check() -> None:
+        if hooks.should_stop():
+            raise StopRequested
+
+    return check
 
 
 class NullHooks:

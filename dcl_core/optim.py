@@ -30,8 +30,10 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool)
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017).
 
-    For a parameter w with gradient g in a group with `lars=True`:
-    trust = eta * ||w|| / (||g|| + wd * ||w||), update = lr * trust * (g + wd * w), with momentum.
+    For a parameter w with gradient g in a group with `lars=True` (You et al. 2017, eq. 6 and
+    algorithm 1): trust = eta * ||w|| / (||g|| + wd * ||w||) (1 where ||w|| is 0),
+    update = lr * trust * (g + wd * w), with momentum. Groups with `lars=False` take plain
+    SGD steps lr * (g + wd * w).
     """
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
@@ -46,13 +48,18 @@ class LARS(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
-                if group["weight_decay"]:
-                    grad = grad.add(p, alpha=group["weight_decay"])
+                grad, wd = p.grad, group["weight_decay"]
+                trust = None
                 if group["lars"]:
+                    # The paper's ratio: the norms of the raw gradient and of the weights, added
+                    # (not the norm of g + wd * w, which differs unless g is parallel to w).
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+                    denom = g_norm + wd * w_norm
                     # torch.where keeps this on the device: no host sync per parameter.
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, 1.0)
+                    trust = torch.where((w_norm > 0) & (denom > 0), group["eta"] * w_norm / denom, 1.0)
+                if wd:
+                    grad = grad.add(p, alpha=wd)
+                if trust is not None:
                     grad = grad.mul(trust)
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from dcl_core.device import autocast, autocast_dtype, resolve_device
 from dcl_core.errors import UserError
-from dcl_core.hooks import NullHooks
+from dcl_core.hooks import NullHooks, stop_check
 
 if TYPE_CHECKING:
     from dcl_core.config import DatasetSpec, ProbeConfig
@@ -57,12 +57,14 @@ def extract_features(
     batch_size: int = 512,
     device: torch.device | str,
     dtype: torch.dtype | None = None,
+    check_stop: Callable[[], None] | None = None,
 ) -> Tensor:
     """Features of `images` (uint8, (N, 3, H, W)) as float32 (N, D) on `device`.
 
     The encoder runs in eval mode (its previous mode is restored afterwards) under
     autocast when `dtype` is given. Host images are copied per batch, from pinned memory
     with non_blocking copies when the device is a GPU, so copies overlap with compute.
+    `check_stop` (see `hooks.stop_check`) is called before every batch.
     """
     device = torch.device(device)
     if images.dim() != 4 or images.shape[1] != 3:
@@ -80,6 +82,8 @@ def extract_features(
     encoder.eval()
     try:
         for start in range(0, num, batch_size):
+            if check_stop is not None:
+                check_stop()
             batch = images[start : start + batch_size]
             if batch.device != device:
                 if pin:
@@ -225,6 +229,7 @@ def train_logistic(
     lr: float = 0.1,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    check_stop: Callable[[], None] | None = None,
 ) -> LinearClassifier:
     """Fit a multinomial logistic regression, full batch, on x's device.
 
@@ -233,7 +238,7 @@ def train_logistic(
     training mean and (population) std. L-BFGS with a strong-Wolfe line search runs at most
     `epochs` iterations; `lr` is its initial step length (the line search adapts it). The
     weights start at zero: the problem is convex, so the result does not depend on `seed`,
-    which is kept for a reproducible interface.
+    which is kept for a reproducible interface. `check_stop` is called at every evaluation.
     """
     del seed  # zero init, deterministic
     x = x.detach().float()
@@ -258,6 +263,8 @@ def train_logistic(
     half_decay = 0.5 * weight_decay
 
     def closure() -> Tensor:
+        if check_stop is not None:
+            check_stop()
         optimizer.zero_grad(set_to_none=False)
         loss = F.cross_entropy(torch.addmm(bias, xs, weight.t()), y)
         if weight_decay:
@@ -281,12 +288,14 @@ def linear_probe(
     lr: float = 0.1,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    check_stop: Callable[[], None] | None = None,
 ) -> ProbeResult:
     """Test accuracy of a logistic regression trained on (train_x, train_y); see `train_logistic`."""
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, num_classes = _prepare(train_x, train_y, test_x, test_y, num_classes)
     model = train_logistic(
-        train_x, train_y, num_classes, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed
+        train_x, train_y, num_classes, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed,
+        check_stop=check_stop,
     )
     accuracy, per_class = _scores(model.predict(test_x), test_y, num_classes)
     return ProbeResult(
@@ -312,9 +321,11 @@ def knn_predict(
     k: int = 200,
     temperature: float = 0.1,
     chunk: int = 1024,
+    check_stop: Callable[[], None] | None = None,
 ) -> Tensor:
     """Weighted-kNN class predictions for test_x (Wu et al. 2018): each of the k most
-    cosine-similar training samples votes for its label with weight exp(sim / temperature)."""
+    cosine-similar training samples votes for its label with weight exp(sim / temperature).
+    `check_stop` is called before every chunk."""
     if k < 1:
         raise ValueError("k must be >= 1")
     if temperature <= 0:
@@ -325,6 +336,8 @@ def knn_predict(
     k = min(k, train_n.shape[0])
     preds = []
     for start in range(0, test_n.shape[0], chunk):
+        if check_stop is not None:
+            check_stop()
         sim = test_n[start : start + chunk] @ train_n.t()
         top_sim, top_idx = sim.topk(k, dim=1)
         weights = (top_sim / temperature).exp()
@@ -344,12 +357,14 @@ def knn_accuracy(
     temperature: float = 0.1,
     num_classes: int | None = None,
     chunk: int = 1024,
+    check_stop: Callable[[], None] | None = None,
 ) -> ProbeResult:
     """Test accuracy of the weighted kNN classifier (see `knn_predict`), chunked over test rows."""
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, num_classes = _prepare(train_x, train_y, test_x, test_y, num_classes)
     pred = knn_predict(
-        train_x, train_y, test_x, num_classes=num_classes, k=k, temperature=temperature, chunk=chunk
+        train_x, train_y, test_x, num_classes=num_classes, k=k, temperature=temperature, chunk=chunk,
+        check_stop=check_stop,
     )
     accuracy, per_class = _scores(pred, test_y, num_classes)
     return ProbeResult(
@@ -395,10 +410,13 @@ def run_probe(encoder_dir: Path, config: "ProbeConfig", env: "DataEnv", hooks=No
 
     Returns the result; the caller writes it (e.g. with export.write_json_atomic). Hooks get
     on_start(3, ...), then on_step after each stage: train features, test features, classifier.
+    `hooks.should_stop()` is polled between stages, batches and classifier iterations; when it
+    says True, StopRequested is raised (there is no partial result).
     """
     from dcl_core.export import load_encoder
 
     hooks = hooks if hooks is not None else NullHooks()
+    check_stop = stop_check(hooks)
     started = time.perf_counter()
     device = resolve_device(config.device)
     dtype = autocast_dtype(config.precision, device)
@@ -407,7 +425,9 @@ def run_probe(encoder_dir: Path, config: "ProbeConfig", env: "DataEnv", hooks=No
     hooks.on_start(3, {"task": "probe", "classifier": config.classifier, "encoder": meta["encoder"]})
 
     load_started = time.perf_counter()
+    check_stop()
     train = load_labelled(spec_at_encoder_size(config.train, meta), env)
+    check_stop()
     test = load_labelled(spec_at_encoder_size(config.test, meta), env)
     load_seconds = time.perf_counter() - load_started
     if train.classes and test.classes and list(train.classes) != list(test.classes):
@@ -421,7 +441,8 @@ def run_probe(encoder_dir: Path, config: "ProbeConfig", env: "DataEnv", hooks=No
     def features(images: "ImageSet") -> Tensor:
         transform = eval_transform(images.image_size, meta, device)
         return extract_features(
-            encoder, images.images, transform, batch_size=config.batch_size, device=device, dtype=dtype
+            encoder, images.images, transform, batch_size=config.batch_size, device=device, dtype=dtype,
+            check_stop=check_stop,
         )
 
     extract_started = time.perf_counter()
@@ -439,13 +460,13 @@ def run_probe(encoder_dir: Path, config: "ProbeConfig", env: "DataEnv", hooks=No
     if config.classifier == "knn":
         result = knn_accuracy(
             train_x, train_y, test_x, test_y,
-            k=config.k, temperature=config.knn_temperature, num_classes=num_classes,
+            k=config.k, temperature=config.knn_temperature, num_classes=num_classes, check_stop=check_stop,
         )
     else:
         result = linear_probe(
             train_x, train_y, test_x, test_y,
             num_classes=num_classes, epochs=config.epochs, lr=config.lr,
-            weight_decay=config.weight_decay, seed=config.seed,
+            weight_decay=config.weight_decay, seed=config.seed, check_stop=check_stop,
         )
     result.classes = classes
     result.classifier_seconds = result.seconds

@@ -29,11 +29,12 @@ from dcl_core.data import DataEnv, ImageSet, ImageStream, epoch_order, load_imag
 from dcl_core.device import autocast, autocast_dtype, resolve_device
 from dcl_core.encoders import build_encoder, resolve_small_stem
 from dcl_core.errors import UserError
-from dcl_core.export import save_encoder
+from dcl_core.export import export_formats, save_encoder
 from dcl_core.heads import ProjectionHead
 from dcl_core.hooks import Hooks, NullHooks
 from dcl_core.losses import build_loss
 from dcl_core.optim import build_optimizer, build_scheduler
+from dcl_core.tracking import SinkHooks, TensorBoardHooks
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 METRICS = "metrics.jsonl"
@@ -49,6 +50,7 @@ class TrainResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     encoder_sha256: str | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # advice a user should read (e.g. ViT with SGD)
 
 
 class ContrastiveModel(nn.Module):
@@ -64,11 +66,29 @@ class ContrastiveModel(nn.Module):
 
 
 def build_model(config: TrainConfig, image_size: int) -> tuple[ContrastiveModel, bool]:
-    small_stem = resolve_small_stem(config.small_stem, image_size)
-    encoder = build_encoder(config.encoder, small_stem)
+    small_stem = resolve_small_stem(config.small_stem, image_size, config.encoder)
+    encoder = build_encoder(config.encoder, small_stem, image_size, config.encoder_kwargs)
     hidden = config.projection_hidden_dim or encoder.feature_dim
     head = ProjectionHead(encoder.feature_dim, hidden, config.projection_dim, config.projection_layers)
     return ContrastiveModel(encoder, head), small_stem
+
+
+def training_advice(config: TrainConfig, encoder: nn.Module) -> list[str]:
+    """Warnings for set-ups known to train badly. Vision transformers (a `patch_embed` module,
+    as timm's ViT, DeiT, Swin have) need an adaptive optimiser and a warmup (Dosovitskiy et al.
+    2021; Chen et al. 2021, MoCo v3): plain SGD or no warmup often stalls or diverges."""
+    if not hasattr(encoder, "patch_embed"):
+        return []
+    problems = []
+    if config.optimizer in ("sgd", "adam"):
+        problems.append(f"optimizer {config.optimizer!r} (use adamw or lars)")
+    if config.warmup_epochs == 0:
+        problems.append("no warmup (set warmup_epochs, e.g. 10 for a 100-epoch run)")
+    if not problems:
+        return []
+    return [f"{config.encoder} is a vision transformer trained with {' and '.join(problems)}: ViTs train "
+            "poorly this way; e.g. optimizer adamw, lr 5e-4 * batch_size / 256, weight_decay 0.05, "
+            "warmup_epochs 10 (close to DINO's ViT settings, Caron et al. 2021)"]
 
 
 def _rank_world() -> tuple[int, int]:
@@ -113,7 +133,7 @@ def _epoch_batches(data: ImageSet | ImageStream, images: torch.Tensor | None, co
 def _config_fingerprint(config: TrainConfig) -> str:
     # Fields that do not change the run's math may differ on resume (e.g. logging cadence;
     # in-memory or streamed data train to the same weights).
-    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile"}
+    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile", "export"}
     exclude = {**dict.fromkeys(skip, True), "dataset": {"in_memory": True}}
     return json.dumps(config.model_dump(mode="json", exclude=exclude), sort_keys=True)
 
@@ -165,13 +185,21 @@ class _KnnMonitor:
 def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: DataEnv | None = None) -> TrainResult:
     """Pretrain an encoder; resumes from `run_dir/checkpoints/last.pt` when one exists.
 
-    Writes `encoder.safetensors`, `encoder.json` and `metrics.jsonl` into `run_dir`.
-    Under torchrun (an initialised process group) each rank trains on its shard of every
-    global batch and the loss gathers negatives across ranks; rank 0 writes the files.
+    Writes `encoder.safetensors`, `encoder.json`, `metrics.jsonl` and TensorBoard event files
+    (`tensorboard/`) into `run_dir`. Under torchrun (an initialised process group) each rank
+    trains on its shard of every global batch and the loss gathers negatives across ranks;
+    rank 0 writes the files.
     """
+    tensorboard = [TensorBoardHooks(Path(run_dir))] if _rank_world()[0] == 0 else []
+    try:
+        return _fit(config, Path(run_dir), SinkHooks(hooks or NullHooks(), tensorboard), env)
+    finally:
+        for sink in tensorboard:
+            sink.close()
+
+
+def _fit(config: TrainConfig, run_dir: Path, hooks: Hooks, env: DataEnv | None) -> TrainResult:
     started = time.monotonic()
-    run_dir = Path(run_dir)
-    hooks = hooks or NullHooks()
     env = env or DataEnv()
     rank, world = _rank_world()
     if config.batch_size % world:
@@ -195,6 +223,8 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = build_optimizer(model, config, device)
+    # fp16 needs loss scaling (its small gradients underflow to zero); bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
     loss_fn = build_loss(config)
     augment = SimCLRAugment(config.augment, image_size, mean, std).to(device)
 
@@ -220,6 +250,8 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
 
     train_model: nn.Module = model
@@ -227,7 +259,8 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_compile = config.compile if config.compile is not None else device.type == "cuda"
     step_fn = make_train_step(train_model, loss_fn, view_maker(augment, aug_gen), optimizer, scheduler,
-                              dtype=dtype, channels_last=channels_last, compile=use_compile, compile_mode=COMPILE_MODE)
+                              dtype=dtype, channels_last=channels_last, compile=use_compile, compile_mode=COMPILE_MODE,
+                              scaler=scaler)
 
     knn = _KnnMonitor(config, env, image_size, mean, std, device, dtype) if config.knn_monitor else None
     is_main = rank == 0
@@ -248,6 +281,7 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
             sha = save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "step": step, "config": _config_fingerprint(config),
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             })
             hooks.on_checkpoint(ckpt_path, sha)
 
@@ -292,14 +326,17 @@ def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: Dat
             if step >= total_steps:
                 break
 
-    result = TrainResult(steps=step, total_steps=total_steps, stopped=stopped, final_metrics=last)
+    result = TrainResult(steps=step, total_steps=total_steps, stopped=stopped, final_metrics=last,
+                         warnings=training_advice(config, model.encoder))
     if not stopped:
         checkpoint()
         if is_main:
             result.encoder_sha256 = save_encoder(model.encoder, run_dir, {
-                "encoder": config.encoder, "small_stem": small_stem, "image_size": image_size,
-                "mean": list(mean), "std": list(std), "config": config.model_dump(mode="json"), "metrics": last,
+                "encoder": config.encoder, "encoder_kwargs": dict(config.encoder_kwargs), "small_stem": small_stem,
+                "image_size": image_size, "mean": list(mean), "std": list(std),
+                "config": config.model_dump(mode="json"), "metrics": last, "warnings": result.warnings,
             })
+            result.warnings += export_formats(run_dir, config.export)
     result.seconds = time.monotonic() - started
     return result
 
@@ -336,13 +373,15 @@ def view_maker(augment: SimCLRAugment, gen: torch.Generator):
 
 
 def make_train_step(model, loss_fn, make_views, optimizer, scheduler, *, dtype, channels_last, compile=False,
-                    compile_mode: str | None = None):
+                    compile_mode: str | None = None, scaler: torch.amp.GradScaler | None = None):
     """One training step on a uint8 batch (B, 3, H, W) already on the device; returns the
     detached loss (still on the device: reading it is the caller's choice of sync point).
 
     `make_views` maps the batch to both views stacked (2B, 3, S, S): they go through the model
     as one batch. With `compile`, the model is compiled; if compilation fails at the first
-    step, training falls back to eager with a warning.
+    step, training falls back to eager with a warning. With a `scaler` (fp16), the loss is
+    scaled before backward and a step whose gradients overflowed is skipped (GradScaler reads
+    one flag from the device per step: fp16's price; bf16 has none).
     """
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -353,8 +392,13 @@ def make_train_step(model, loss_fn, make_views, optimizer, scheduler, *, dtype, 
                 z0, z1 = net(views).chunk(2)
                 loss = loss_fn(z0, z1)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             return loss.detach()
 

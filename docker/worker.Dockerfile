@@ -24,7 +24,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 RUN python -c "from importlib.metadata import version as v; print('torch==' + v('torch')); print('torchvision==' + v('torchvision'))" > /tmp/keep-torch.txt \
     && mkdir dcl_core && touch README.md \
-    && pip install -c /tmp/keep-torch.txt ".[postgres]" \
+    && pip install -c /tmp/keep-torch.txt ".[postgres,timm,onnx,tracking]" \
     && pip uninstall -y dcl-service \
     && rm -rf /app/*
 
@@ -32,7 +32,7 @@ COPY pyproject.toml README.md ./
 COPY dcl_core ./dcl_core
 COPY service ./service
 COPY worker ./worker
-RUN pip install -c /tmp/keep-torch.txt ".[postgres]" \
+RUN pip install -c /tmp/keep-torch.txt ".[postgres,timm,onnx,tracking]" \
     && python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
     && dcl worker --help >/dev/null
 

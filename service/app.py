@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,8 +20,11 @@ from starlette.requests import ClientDisconnect
 
 from dcl_core.errors import UserError
 from service.deps import FieldError
+from service.guards import RejectOddUrls
+from service.openapi import install as install_openapi
 from service.queue import make_celery
-from service.routes import datasets, health, jobs
+from service.resender import Resender
+from service.routes import dashboard, datasets, health, jobs, previews
 from service.settings import Settings, get_settings
 from service.store import JobStore
 
@@ -47,6 +51,9 @@ def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
         if err.get("type") == "json_invalid":  # the loc is a character offset, not a field
             loc = ["body"]
             err = {**err, "msg": f"{err.get('msg')} at character {err['loc'][-1]}; send a JSON object"}
+        value = err.get("input")
+        if isinstance(value, float) and not math.isfinite(value):  # not "should be <= 10" for a NaN
+            err = {**err, "msg": f"must be a finite number, got {value}", "type": "finite_number"}
         items.append({"loc": loc, "field": field_path(loc), "msg": str(err.get("msg", "invalid")),
                       "type": err.get("type", "value_error")})
     detail = "; ".join(f"{e['field']}: {e['msg']}" for e in items) or "invalid request"
@@ -65,11 +72,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if exc.detail is not None else "error"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        body = {"detail": detail, "errors": []} if exc.status_code == 422 else {"detail": detail}  # one 422 shape
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(UserError)
     async def _user(request: Request, exc: UserError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": str(exc), "errors": []}, status_code=422)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
@@ -121,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         gc.unfreeze()
+        app.state.resender.stop()
         app.state.store.dispose()
 
     app = FastAPI(
@@ -133,11 +142,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = JobStore(settings.database_url)
     app.state.celery = make_celery(settings)
+    app.state.resender = Resender(app.state.store, app.state.celery)
     app.state.key_owners = settings.api_key_hashes()
+    app.state.operator_owners = settings.operator_owners()
     app.state.registry, latency = health.make_registry(app.state)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(LatencyMiddleware, histogram=latency)
+    app.add_middleware(RejectOddUrls)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(previews.router)
+    dashboard.mount(app)
     return app

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 JOB_TYPES = ("pretrain", "linear_probe", "embed")
@@ -74,14 +70,22 @@ def register(subparsers) -> None:
     p.add_argument("job_id")
     p.set_defaults(func=cmd_cancel)
 
+    p = client_parser("datasets", "list your uploaded datasets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+
+    p = client_parser("metrics", "print a job's metric series (one row per logged step)")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="JSON lines, one row each")
+    p.set_defaults(func=cmd_metrics)
+
 
 # ---- serve ------------------------------------------------------------------------------
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
     from dcl_core.errors import UserError
+    from service.serve import serve
     from service.settings import get_settings, is_loopback
 
     settings = get_settings()
@@ -92,48 +96,9 @@ def cmd_serve(args) -> int:
                         "Set DCL_API_KEYS (or DCL_API_KEYS_FILE), or listen on 127.0.0.1")
     embedded = settings.embedded_broker if args.embedded is None else args.embedded
     settings.ensure_dirs()
-    worker = start_embedded_worker() if embedded else None
-    try:
-        print(f"dcl: API on http://{host}:{port} (docs: /docs); data in {settings.data_dir}"
-              + ("; embedded worker running" if worker else ""), file=sys.stderr, flush=True)
-        # Open event streams must not hold a shutdown up: they are cut after a few seconds
-        # and clients reconnect (Last-Event-ID) to the next server.
-        uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_level=args.log_level,
-                    timeout_graceful_shutdown=5)
-    finally:
-        if worker is not None:
-            stop_embedded_worker(worker)
+    serve(host, port, args.log_level, embedded,
+          banner=f"dcl: API on http://{host}:{port} (docs: /docs); data in {settings.data_dir}")
     return 0
-
-
-def start_embedded_worker() -> subprocess.Popen:
-    """`python -m worker` in its own process group (so stopping it stops its pool too)."""
-    proc = subprocess.Popen([sys.executable, "-m", "worker"], start_new_session=True)
-
-    def watch() -> None:
-        code = proc.wait()
-        if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
-            print(f"dcl: the embedded worker exited with {code}; jobs stay queued until a worker runs "
-                  "(`dcl worker`)", file=sys.stderr, flush=True)
-
-    threading.Thread(target=watch, daemon=True).start()
-    return proc
-
-
-def stop_embedded_worker(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """TERM to the worker (Celery's warm shutdown), then KILL its whole group (the pool too)
-    after `grace_s`: a job cut off is sent again and resumes from its last checkpoint."""
-    try:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (a pool child)
-    except ProcessLookupError:
-        pass
-    proc.wait(10)
 
 
 # ---- client commands --------------------------------------------------------------------
@@ -212,10 +177,18 @@ def describe(job: dict) -> str:
     return line
 
 
-def follow(client, job_id: str, quiet: bool) -> int:
-    """Follows the event stream with a one-line progress bar; 0 if the job succeeded."""
+def progress_bar(job_id: str, progress: dict, file=None):
+    """The bar for a job first seen at `progress`: it starts at that step, so the rate and the
+    ETA count only steps seen to happen (attached at step 900, those 900 took hours, not a second)."""
     from tqdm import tqdm
 
+    step = min(progress["step"], progress["total_steps"])
+    return tqdm(total=progress["total_steps"], initial=step, desc=job_id, unit="step", dynamic_ncols=True,
+                file=file or sys.stderr)
+
+
+def follow(client, job_id: str, quiet: bool) -> int:
+    """Follows the event stream with a one-line progress bar; 0 if the job succeeded."""
     bar = None
     final = None
     try:
@@ -223,7 +196,7 @@ def follow(client, job_id: str, quiet: bool) -> int:
             if event.event == "status" and isinstance(event.data, dict):
                 total = event.data["progress"].get("total_steps")
                 if bar is None and total and not quiet:
-                    bar = tqdm(total=total, desc=job_id, unit="step", dynamic_ncols=True, file=sys.stderr)
+                    bar = progress_bar(job_id, event.data["progress"])
                 if bar is not None:
                     bar.n = min(event.data["progress"]["step"], bar.total)
                     bar.set_postfix_str(event.data["status"], refresh=True)
@@ -286,3 +259,44 @@ def cmd_cancel(args) -> int:
     print(f"{job['id']}: {job['status']}" + (" (stopping at its next step)" if job["cancel_requested"]
                                              and job["status"] == "running" else ""))
     return 0
+
+
+def cmd_datasets(args) -> int:
+    with _client(args) as client:
+        page = client.datasets(limit=500)
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    for d in page["items"]:
+        summary = d["summary"]
+        print(f"{d['id']}  {d['name']}  {summary.get('num_images')} images  {len(summary.get('classes') or [])} classes"
+              f"  {d['bytes']} bytes  created {d['created_at']}")
+    print(f"{len(page['items'])} of {page['total']} dataset(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    """Every row, fetched page by page; a table with one column per metric (first seen first)."""
+    rows, since = [], 0
+    with _client(args) as client:
+        while True:
+            page = client.metrics(args.job_id, since=since)
+            rows += page["items"]
+            if not page["items"] or page["next_since"] == since:
+                break
+            since = page["next_since"]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    print("\t".join(columns))
+    for row in rows:
+        print("\t".join(_cell(row.get(key)) for key in columns))
+    return 0
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)

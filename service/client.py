@@ -101,6 +101,12 @@ class Client:
             data = {"name": name} if name else None
             return self.request("POST", "/v1/datasets", files=files, data=data, timeout=None).json()
 
+    def datasets(self, limit: int = 100, offset: int = 0) -> dict:
+        return self.request("GET", "/v1/datasets", params={"limit": limit, "offset": offset}).json()
+
+    def metrics(self, job_id: str, since: int = 0, limit: int = 1000) -> dict:
+        return self.request("GET", f"/v1/jobs/{job_id}/metrics", params={"since": since, "limit": limit}).json()
+
     def artifacts(self, job_id: str) -> list[dict]:
         return self.request("GET", f"/v1/jobs/{job_id}/artifacts").json()["items"]
 
@@ -134,8 +140,10 @@ class Client:
     def download(self, job_id: str, artifact: dict, out_dir: Path) -> Path:
         """One artifact into out_dir, resumed with a Range request when a .part file exists,
         and checked against its sha256 before it takes its name."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / artifact["name"]
+        target = out_dir / artifact["name"]  # a name may hold a folder (tensorboard/...), never ".."
+        if ".." in Path(artifact["name"]).parts or Path(artifact["name"]).is_absolute():
+            raise UserError(f"refusing to write artifact {artifact['name']!r} outside {out_dir}")
+        target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
         offset = part.stat().st_size if part.exists() else 0
         if offset >= artifact["size"]:

@@ -64,8 +64,35 @@ async def current_key(
 
 CurrentKey = Annotated[str, Depends(current_key)]
 
-JobId = Annotated[str, Path(min_length=1, max_length=64, description="A job id (job_...).")]
-DatasetId = Annotated[str, Path(min_length=1, max_length=64, description="A dataset id (ds_...).")]
+
+async def viewer(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+) -> str | None:
+    """Who reads an operational view (/readyz, /metrics): OPERATOR (auth off, or an operator key),
+    an owner name (any other valid key), or None (no key, or not a valid one)."""
+    if not request.app.state.key_owners:
+        return OPERATOR
+    try:
+        owner = await current_key(request, bearer, api_key)
+    except HTTPException:
+        return None
+    return OPERATOR if owner in request.app.state.operator_owners else owner
+
+
+OPERATOR = "*operator*"
+"""`viewer()` for someone who may see every job and worker."""
+Viewer = Annotated[str | None, Depends(viewer)]
+
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""Every id the service makes (job_..., ds_...) fits it; nothing else reaches the database."""
+INT32_MAX = 2**31 - 1
+"""Steps are 32-bit integers in the job store: the bound of `since`, `offset` and Last-Event-ID."""
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN, description="A job id (job_...).")]
+DatasetId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN,
+                                description="A dataset id (ds_...).")]
 
 
 async def owned_job(job_id: JobId, owner: CurrentKey, store: StoreDep) -> dict:

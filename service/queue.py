@@ -63,14 +63,27 @@ def default_app() -> Celery:
 
 
 def queue_for(spec: dict, settings: Settings) -> str:
-    """Jobs asking for the CPU go to the cpu queue, everything else to the gpu queue."""
+    """Jobs asking for the CPU go to the cpu queue, everything else to the gpu queue; a job on N > 1
+    devices to that queue's `-xN` variant, which only workers with N or more devices consume."""
     config = spec.get("config", spec)
-    return settings.cpu_queue if str(config.get("device", "auto")) == "cpu" else settings.gpu_queue
+    queue = settings.cpu_queue if str(config.get("device", "auto")) == "cpu" else settings.gpu_queue
+    devices = int((spec.get("resources") or {}).get("gpus") or 1)
+    return multi_device_queue(queue, devices)
 
 
-def enqueue(job_id: str, queue: str, app: Celery | None = None) -> None:
-    """Send the run-job message for `job_id` to `queue`."""
-    (app or default_app()).send_task(RUN_JOB, args=[job_id], queue=queue, retry=True, retry_policy=_PUBLISH_RETRY)
+def multi_device_queue(queue: str, devices: int) -> str:
+    return queue if devices <= 1 else f"{queue}-x{devices}"
+
+
+def device_queues(queue: str, devices: int) -> list[str]:
+    """The queues a worker with `devices` devices consumes for `queue`: jobs on 1..devices of them."""
+    return [multi_device_queue(queue, n) for n in range(1, max(1, devices) + 1)]
+
+
+def enqueue(job_id: str, queue: str, app: Celery | None = None, countdown: float | None = None) -> None:
+    """Send the run-job message for `job_id` to `queue` (to be run no sooner than `countdown` s)."""
+    (app or default_app()).send_task(RUN_JOB, args=[job_id], queue=queue, retry=True, retry_policy=_PUBLISH_RETRY,
+                                      countdown=countdown)
 
 
 def queue_depths(app: Celery, queues: list[str]) -> dict[str, int]:

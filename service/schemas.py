@@ -79,6 +79,7 @@ class MetricsPublic(BaseModel):
     job_id: str
     items: list[dict[str, Any]] = Field(description="Rows by step: {step, attempt, loss, lr, epoch, ...}.")
     next_since: int = Field(description="Pass as `since` to get only newer rows.")
+    thinned: bool = Field(default=False, description="True when `max_points` left rows out.")
 
 
 class DatasetPublic(BaseModel):
@@ -117,3 +118,17 @@ class ArtifactsPublic(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(description="Where: ['body', 'config', 'batch_size'], ['query', 'limit'], ...")
+    field: str = Field(description="The same, as a dotted path without the leading 'body'.")
+    msg: str
+    type: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """A 422: `detail` is one line a person reads; `errors` has each problem."""
+
+    detail: str
+    errors: list[FieldProblem]

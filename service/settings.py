@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated API keys; empty: auth off (loopback only)."
     )
     api_keys_file: Path | None = Field(default=None, description="A file with one API key a line (# comments).")
+    operator_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys that also see every job and worker on /readyz "
+        "and /metrics (other keys see only their own); they work as API keys too.",
+    )
     max_upload_bytes: int = Field(default=2 * GiB, ge=1, description="Largest dataset upload, enforced while streaming.")
     max_dataset_files: int = Field(default=200_000, ge=1, description="Most files one uploaded archive may hold.")
     max_extracted_bytes: int = Field(default=8 * GiB, ge=1, description="Most bytes one archive may extract to.")
@@ -61,8 +65,27 @@ class Settings(BaseSettings):
     )
     max_job_runtime_s: float | None = Field(default=None, gt=0, description="Server cap on one job's run time.")
     worker_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz counts workers seen this recently.")
+    jobs_per_gpu: int = Field(
+        default=1, ge=1, le=64, description="Jobs one worker runs at once on its GPU, each in its own process."
+    )
+    gpu_job_min_free_mib: int = Field(
+        default=2048, ge=0, description="Free GPU memory a job needs to start; less: it waits in the queue (0: no check)."
+    )
+    gpu_wait_seconds: float = Field(default=15.0, gt=0, description="A job waiting for GPU memory is tried again after this.")
 
-    @field_validator("api_keys", mode="before")
+    # Experiment tracking (read by the workers).
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Log every job to this MLflow tracking server (http://host:5000); unset: off."
+    )
+    worker_cpu_devices: int = Field(
+        default=1, ge=1, le=64,
+        description="Test-only: the CPU 'devices' a worker offers to device=cpu jobs (gloo processes, one a device).",
+    )
+    mlflow_flush_seconds: float = Field(
+        default=60.0, ge=0, description="How long a finished job waits for MLflow to take what it has not sent yet."
+    )
+
+    @field_validator("api_keys", "operator_keys", mode="before")
     @classmethod
     def _split_keys(cls, value):
         if isinstance(value, str):
@@ -93,7 +116,7 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("sqla+sqlite")
 
     def all_api_keys(self) -> list[str]:
-        keys = list(self.api_keys)
+        keys = list(self.api_keys) + list(self.operator_keys)
         if self.api_keys_file is not None:
             for line in self.api_keys_file.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()
@@ -104,6 +127,10 @@ class Settings(BaseSettings):
     def api_key_hashes(self) -> dict[str, str]:
         """sha256(key) -> owner name. The owner is a short prefix of the hash, never the key itself."""
         return {hash_key(key): "key_" + hash_key(key)[:12] for key in self.all_api_keys()}
+
+    def operator_owners(self) -> set[str]:
+        """The owner names of the operator keys."""
+        return {"key_" + hash_key(key)[:12] for key in self.operator_keys}
 
     @property
     def auth_enabled(self) -> bool:

@@ -40,6 +40,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -231,14 +232,30 @@ class JobStore:
 
     # ---- jobs -------------------------------------------------------------------------
 
-    def create_job(self, owner: str, type: str, spec: dict, *, queue: str | None = None) -> dict:
+    def create_job(
+        self, owner: str, type: str, spec: dict, *, queue: str | None = None,
+        max_active: int | None = None, adds: int = 1,
+    ) -> dict | None:
+        """Record a queued job. With `max_active`, only if the owner's active jobs plus the
+        `adds` this request makes stay within it (None otherwise): counted and inserted in one
+        statement, so parallel submits cannot both pass a check made before either insert."""
         now = utcnow()
         row = dict(
             id=new_id("job"), owner=owner, type=type, status="queued", spec=spec, queue=queue,
             created_at=now, enqueued_at=now, attempts=0, cancel_requested=False, step=0,
         )
         with self.engine.begin() as conn:
-            conn.execute(insert(jobs).values(**row))
+            if max_active is None:
+                conn.execute(insert(jobs).values(**row))
+            else:
+                if self.engine.dialect.name == "postgresql":
+                    # READ COMMITTED lets two inserts count the same rows: take turns per owner.
+                    conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(owner))))
+                values = select(*[literal(v, jobs.c[k].type).label(k) for k, v in row.items()]).where(
+                    self._active_count(owner).scalar_subquery() + adds <= max_active
+                )
+                if not conn.execute(insert(jobs).from_select(list(row), values)).rowcount:
+                    return None
         return self.get_job(row["id"])  # type: ignore[return-value]
 
     def get_job(self, job_id: str, owner: str | None = None) -> dict | None:
@@ -276,34 +293,40 @@ class JobStore:
             ).mappings().all()
         return [dict(r) for r in rows], int(total)
 
-    def count_jobs_by_status(self) -> dict[str, int]:
+    def count_jobs_by_status(self, owner: str | None = None) -> dict[str, int]:
+        where = [jobs.c.owner == owner] if owner is not None else []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+            rows = conn.execute(select(jobs.c.status, func.count()).where(*where).group_by(jobs.c.status)).all()
         counts = {status: 0 for status in STATUSES}
         counts.update({status: int(n) for status, n in rows})
         return counts
 
-    def job_durations(self, limit: int = 10_000) -> list[tuple[str, str, float]]:
+    def job_durations(self, limit: int = 10_000, owner: str | None = None) -> list[tuple[str, str, float]]:
         """(type, status, seconds from start to end) of the most recently finished jobs."""
+        where = [jobs.c.owner == owner] if owner is not None else []
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(jobs.c.type, jobs.c.status, jobs.c.started_at, jobs.c.finished_at)
-                .where(jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
+                .where(jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None), *where)
                 .order_by(jobs.c.finished_at.desc()).limit(limit)
             ).all()
         return [(r.type, r.status, max(0.0, (r.finished_at - r.started_at).total_seconds())) for r in rows]
 
+    @staticmethod
+    def _active_count(owner: str):
+        """The query behind the per-key cap: the owner's queued and running jobs."""
+        return select(func.count()).select_from(jobs).where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))
+
     def count_active(self, owner: str) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(
-                select(func.count()).select_from(jobs)
-                .where(jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))
-            ).scalar_one())
+            return int(conn.execute(self._active_count(owner)).scalar_one())
 
-    def claim(self, job_id: str, worker: str, lease_s: float) -> dict | None:
+    def claim(self, job_id: str, worker: str, lease_s: float, dead_holder: str | None = None) -> dict | None:
         """Take the job for `worker`: one compare-and-set. None when someone else holds it,
-        it is finished or cancelled, or a cancel was requested."""
+        it is finished or cancelled, or a cancel was requested. `dead_holder`: a holder the
+        caller knows is dead (a killed sibling process), whose lease is taken over at once."""
         now = utcnow()
+        taken_over = [and_(jobs.c.status == "running", jobs.c.worker == dead_holder)] if dead_holder else []
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 update(jobs)
@@ -313,6 +336,7 @@ class JobStore:
                     or_(
                         jobs.c.status == "queued",
                         and_(jobs.c.status == "running", jobs.c.lease_expires_at < now),
+                        *taken_over,
                     ),
                 )
                 .values(
@@ -453,6 +477,37 @@ class JobStore:
     def mark_enqueued(self, job_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(enqueued_at=utcnow()))
+
+    def release(self, job_id: str, worker: str) -> bool:
+        """running -> queued by the worker that claimed it and could not start it (no room on
+        its GPU): the claim is undone, its attempt not counted."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
+                .values(status="queued", worker=None, lease_expires_at=None, enqueued_at=utcnow(),
+                        attempts=jobs.c.attempts - 1)
+            ).rowcount
+        return bool(done)
+
+    def running_held_by(self, prefix: str) -> list[dict]:
+        """Running jobs whose holder's name starts with `prefix` (`NODE/`: one worker's processes)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.worker)
+                .where(jobs.c.status == "running", jobs.c.worker.startswith(prefix, autoescape=True))
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def expire_lease(self, job_id: str, worker: str) -> bool:
+        """End `worker`'s lease now (it is known dead), so the job can be requeued or claimed at once."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            ).rowcount
+        return bool(done)
 
     def requeue(self, job_id: str) -> bool:
         """A running job whose lease expired goes back to queued (its worker is gone)."""

@@ -37,6 +37,8 @@ class ReceivedFile:
 
 def check_filename(filename: str) -> str:
     name = os.path.basename(filename.replace("\\", "/")).strip()
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise HTTPException(422, "the file name contains control characters (a NUL byte?); rename the file")
     if not name.lower().endswith(ALLOWED_SUFFIXES):
         raise HTTPException(
             415,
@@ -126,6 +128,8 @@ async def _receive_multipart(
         part = state["part"]
         _, disposition = parse_options_header(part.headers.get(b"content-disposition", b""))
         part.name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if "\x00" in part.name:
+            raise HTTPException(422, "a multipart field name contains a NUL byte")
         filename = disposition.get(b"filename")
         if filename is not None:
             if state["file_done"]:
@@ -152,7 +156,10 @@ async def _receive_multipart(
         if state["writing"]:
             state["writing"], state["file_done"] = False, True
         elif part.name:
-            fields[part.name] = part.value.decode("utf-8", "replace")
+            value = part.value.decode("utf-8", "replace")
+            if "\x00" in value:
+                raise HTTPException(422, f"form field {part.name!r} contains a NUL byte")
+            fields[part.name] = value
 
     parser = MultipartParser(boundary, {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field,

@@ -47,6 +47,7 @@ API_EXCLUDED = {
     "torch": "training only: the API never imports torch",
     "torchvision": "training only",
     "scikit-learn": "the linear probe runs in the worker",
+    "tensorboard": "the worker writes the TensorBoard event files",
 }
 WORKERS = ("worker", "worker-cpu")
 APP_SERVICES = ("api", *WORKERS)

@@ -1,9 +1,10 @@
 """`dcl worker` / `python -m worker`: start a Celery worker for dcl jobs.
 
-    python -m worker [--gpu N] [--queues gpu,cpu] [--concurrency 1]
+    python -m worker [--gpu N] [--queues gpu,cpu] [--concurrency N]
 
 One worker process per GPU: `--gpu N` sets CUDA_VISIBLE_DEVICES=N before anything can
-import torch (the job then sees its GPU as cuda:0). Each job runs in a fresh child process
+import torch (the job then sees its GPU as cuda:0). It runs up to `--concurrency`
+(DCL_JOBS_PER_GPU, default 1) jobs at once on that GPU. Each job runs in a fresh child process
 of the prefork pool (`worker_max_tasks_per_child=1`), so CUDA never initialises in the
 main process. The main process also runs the reconciler (see worker/reconciler.py)
 unless `--no-reconcile`.
@@ -23,10 +24,14 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", type=int, default=None, metavar="N",
                         help="pin this worker to GPU N (sets CUDA_VISIBLE_DEVICES=N)")
+    parser.add_argument("--gpus", default=None, metavar="LIST",
+                        help="pin this worker to these GPUs (e.g. 0,1,2,3): it runs jobs asking for up to that "
+                             "many under torchrun, holding its GPUs for each job")
     parser.add_argument("--queues", default=None,
                         help="comma-separated queues to consume (default: DCL_GPU_QUEUE,DCL_CPU_QUEUE, i.e. gpu,cpu)")
-    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
-                        help="jobs run at once by this worker (default 1: one job per GPU)")
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="jobs run at once by this worker, each in its own process "
+                             "(default DCL_JOBS_PER_GPU, 1 unless set)")
     parser.add_argument("--name", default=None,
                         help="Celery node name (default dcl-gpuN-PID@HOST or dcl-PID@HOST)")
     parser.add_argument("--loglevel", default=os.environ.get("DCL_LOG_LEVEL", "INFO"),
@@ -53,7 +58,18 @@ def run(args: argparse.Namespace) -> int:
         if "torch" in sys.modules:  # too late to pin: CUDA may already have been set up
             print("warning: torch was imported before --gpu was applied", file=sys.stderr)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-    if args.concurrency < 1:
+    gpus = 1
+    if args.gpus is not None:
+        if args.gpu is not None:
+            print("error: give --gpu N or --gpus LIST, not both", file=sys.stderr)
+            return 2
+        ids = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        if not ids or not all(g.isdigit() for g in ids) or len(set(ids)) != len(ids):
+            print("error: --gpus must list distinct GPU numbers, e.g. 0,1,2,3", file=sys.stderr)
+            return 2
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+        gpus = len(ids)
+    if args.concurrency is not None and args.concurrency < 1:
         print("error: --concurrency must be >= 1", file=sys.stderr)
         return 2
 
@@ -71,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
+    if args.concurrency is None:
+        args.concurrency = settings.jobs_per_gpu
     if args.preload:
         # Jobs start seconds sooner: children fork with torch loaded. CUDA stays
         # uninitialised here (only a job's child touches the GPU).
@@ -81,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
             print("error: CUDA was initialised in the worker's main process", file=sys.stderr)
             return 1
         logging.getLogger("worker").info("engine preloaded (torch %s, CUDA not initialised)", facts["torch"])
-    queues = args.queues or f"{settings.gpu_queue},{settings.cpu_queue}"
+        from worker.tracking import preload as preload_tracking
+
+        preload_tracking(settings)
+    from service.queue import device_queues
+
+    cpus = settings.worker_cpu_devices
+    queues = args.queues or ",".join(device_queues(settings.gpu_queue, gpus) + device_queues(settings.cpu_queue, cpus))
     queues = ",".join(q.strip() for q in queues.split(",") if q.strip())
     pid, host = os.getpid(), socket.gethostname()
     name = args.name or (f"dcl-gpu{args.gpu}-{pid}@{host}" if args.gpu is not None else f"dcl-{pid}@{host}")
@@ -89,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     # Records this worker as seen (for /readyz) and, unless --no-reconcile, re-sends lost jobs.
     reconciler = Reconciler(
         settings, app, interval_s=args.reconcile_interval, reconcile_jobs=not args.no_reconcile,
-        worker_info={"node": name, "queues": queues, "gpu": args.gpu, "concurrency": args.concurrency,
+        worker_info={"node": name, "queues": queues, "gpu": args.gpu, "gpus": gpus, "cpu_devices": cpus,
+                     "concurrency": args.concurrency,
                      "pid": pid},
     ).start()
     install_fork_guards([reconciler.pass_lock])

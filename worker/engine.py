@@ -13,6 +13,7 @@ from typing import Any
 
 from dcl_core.errors import UserError
 from dcl_core.files import write_json_atomic
+from dcl_core.hooks import StopRequested
 
 
 @dataclass
@@ -55,19 +56,21 @@ def _without(spec: dict, *keys: str) -> dict:
     return {key: value for key, value in spec.items() if key not in keys}
 
 
-def _stopped(hooks) -> bool:
-    """Whether the engine was told to stop (it has answered True to `should_stop`)."""
-    return getattr(hooks, "stop_reason", None) is not None
-
-
 def run_pretrain(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
     from dcl_core.config import TrainConfig
     from dcl_core.train import fit
 
     config = TrainConfig.model_validate(spec.get("config", {}))
+    devices = int((spec.get("resources") or {}).get("gpus") or 1)
+    if devices > 1:
+        from worker.distributed import run_distributed
+
+        result, stopped = run_distributed(config.model_dump(mode="json"), run_dir, env, hooks, devices)
+        return EngineOutcome(result=result, stopped=stopped)
     result = fit(config, run_dir, hooks=hooks, env=env)
     return EngineOutcome(
-        result={"final_metrics": dict(result.final_metrics), "steps": int(result.steps)},
+        result={"final_metrics": dict(result.final_metrics), "steps": int(result.steps),
+                **({"warnings": list(result.warnings)} if result.warnings else {})},
         stopped=bool(result.stopped),
     )
 
@@ -78,11 +81,14 @@ def run_linear_probe(spec: dict, run_dir: Path, env, hooks, settings) -> EngineO
 
     encoder_dir = _encoder_dir(spec, settings)
     config = ProbeConfig.model_validate(_without(spec, "type", "encoder_job"))
-    result = run_probe(encoder_dir, config, env, hooks=hooks)
+    try:
+        result = run_probe(encoder_dir, config, env, hooks=hooks)
+    except StopRequested:  # cancelled or out of time: the hooks know which
+        return EngineOutcome(stopped=True)
     payload = result.to_dict()
     if not (run_dir / "probe.json").exists():
         write_json_atomic(run_dir / "probe.json", payload)
-    return EngineOutcome(result=payload, stopped=_stopped(hooks))
+    return EngineOutcome(result=payload)
 
 
 def run_embed(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
@@ -91,7 +97,10 @@ def run_embed(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
 
     encoder_dir = _encoder_dir(spec, settings)
     config = EmbedConfig.model_validate(_without(spec, "type", "encoder_job"))
-    out_path = embed(encoder_dir, config, run_dir / "embeddings.npy", env, hooks=hooks)
+    try:
+        out_path = embed(encoder_dir, config, run_dir / "embeddings.npy", env, hooks=hooks)
+    except StopRequested:
+        return EngineOutcome(stopped=True)
     result: dict[str, Any] = {"embeddings": Path(out_path).name}
     try:
         import numpy as np
@@ -101,7 +110,7 @@ def run_embed(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
         result["dtype"] = str(array.dtype)
     except Exception:  # the file is listed as an artifact either way
         pass
-    return EngineOutcome(result=result, stopped=_stopped(hooks))
+    return EngineOutcome(result=result)
 
 
 PRELOAD_MODULES = ("dcl_core.train", "dcl_core.probe", "dcl_core.embed", "dcl_core.data", "dcl_core.export")

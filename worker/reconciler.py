@@ -28,9 +28,12 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from service.queue import RUN_JOB, enqueue, queue_for
+from worker.checkpoint_artifact import publish_checkpoint
+from worker.leases import release_dead_children
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,9 @@ def reconcile(store, settings, app=None, *, max_attempts: int = MAX_ATTEMPTS) ->
         queue = job.get("queue") or queue_for(job.get("spec") or {}, settings)
         if job["status"] == "running":
             if job.get("cancel_requested"):
-                if store.mark_cancelled(job_id, None):
+                # Listed like a cancel the worker saw itself: the checkpoint is what the job leaves.
+                run_dir = Path(settings.artifacts_dir) / job_id
+                if store.mark_cancelled(job_id, None, publish_checkpoint(run_dir)):
                     actions.append((job_id, "cancelled"))
                 continue
             if int(job.get("attempts") or 0) >= max_attempts:
@@ -186,7 +191,10 @@ class Reconciler:
         with self.pass_lock:
             try:
                 if self.worker_info:
-                    self.store.worker_seen(self.worker_info.get("node", "worker"), self.worker_info)
+                    node = self.worker_info.get("node", "worker")
+                    self.store.worker_seen(node, self.worker_info)
+                    for job_id in release_dead_children(self.store, node):
+                        log.warning("reconciler: job %s: its process on this worker died; lease ended", job_id)
                 if self.reconcile_jobs:
                     return reconcile(self.store, self.settings, self.app)
                 return []

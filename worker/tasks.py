@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -22,9 +21,12 @@ from typing import Any
 
 from dcl_core.errors import UserError
 from dcl_core.files import sha256_file
-from service.queue import RUN_JOB
+from dcl_core.tracking import TENSORBOARD_DIR, SinkHooks
+from service.queue import RUN_JOB, enqueue, queue_for
 from service.settings import get_settings
+from worker import gpu_memory
 from worker.app import app
+from worker.checkpoint_artifact import CHECKPOINT_ARTIFACT, publish_checkpoint  # noqa: F401 (re-exported)
 from worker.engine import RUNNERS, build_data_env
 from worker.hooks import (
     STOP_CANCELLED,
@@ -34,6 +36,8 @@ from worker.hooks import (
     LeaseLost,
     StoreHooks,
 )
+from worker.leases import dead_sibling
+from worker.tracking import job_sinks
 
 log = logging.getLogger(__name__)
 
@@ -72,47 +76,26 @@ def runtime_limit_s(job: dict, settings) -> float | None:
     return min(limits) if limits else None
 
 
-def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
-    """(name, size, sha256) of every file the engine wrote at the top of the run dir.
+ARTIFACT_FOLDERS = (TENSORBOARD_DIR,)
+"""Sub-folders of the run dir whose files are artifacts too, named `FOLDER/FILE`."""
 
-    Sub-folders (checkpoints/) and hidden files (half-written temporaries) are not
+
+def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
+    """(name, size, sha256) of every file the engine wrote at the top of the run dir and in
+    its ARTIFACT_FOLDERS.
+
+    Other sub-folders (checkpoints/) and hidden files (half-written temporaries) are not
     artifacts."""
     artifacts = []
-    for path in sorted(run_dir.iterdir()):
+    paths = sorted(run_dir.iterdir())
+    for folder in ARTIFACT_FOLDERS:
+        if (run_dir / folder).is_dir() and not (run_dir / folder).is_symlink():
+            paths += sorted((run_dir / folder).iterdir())
+    for path in paths:
         if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
-            artifacts.append((path.name, path.stat().st_size, sha256_file(path)))
+            name = path.relative_to(run_dir).as_posix()
+            artifacts.append((name, path.stat().st_size, sha256_file(path)))
     return artifacts
-
-
-CHECKPOINT_ARTIFACT = "checkpoint.pt"
-"""A stopped run's resumable state, listed and served like its other files."""
-
-
-def publish_checkpoint(run_dir: Path) -> list[tuple[str, int, str]]:
-    """Put the run's `checkpoints/last.pt` at the top of the run dir as `checkpoint.pt` (where
-    the API serves a job's artifacts from, by name) and return its (name, size, sha256); [] when
-    the run wrote no checkpoint.
-
-    A hard link: no copy of a checkpoint that may be gigabytes, and the engine only ever
-    replaces last.pt by a rename, never rewrites it in place, so the served bytes keep matching
-    their sha256. A copy where the file system has no hard links."""
-    source = run_dir / "checkpoints" / "last.pt"
-    if not source.is_file():
-        return []
-    target = run_dir / CHECKPOINT_ARTIFACT
-    partial = run_dir / f".{CHECKPOINT_ARTIFACT}.tmp"  # hidden: never listed as an artifact
-    try:
-        partial.unlink(missing_ok=True)
-        try:
-            os.link(source, partial)
-        except OSError:
-            shutil.copyfile(source, partial)
-        os.replace(partial, target)
-        return [(CHECKPOINT_ARTIFACT, target.stat().st_size, sha256_file(target))]
-    except OSError:  # the job still ends as it should; the checkpoint stays in checkpoints/
-        log.warning("could not publish %s as %s", source, CHECKPOINT_ARTIFACT, exc_info=True)
-        partial.unlink(missing_ok=True)
-        return []
 
 
 DISK_PROBLEMS = {
@@ -156,15 +139,46 @@ def _user_message(exc: UserError) -> str:
 
 
 def execute_job(job_id: str, *, store, settings, worker: str) -> str:
-    """Claim and run one job; returns what happened: skipped, succeeded, failed,
-    cancelled or lost (the lease went to another worker)."""
-    job = store.claim(job_id, worker, settings.lease_seconds)
+    """Claim and run one job; returns what happened: skipped, waiting (for GPU memory),
+    succeeded, failed, cancelled or lost (the lease went to another worker)."""
+    current = store.get_job(job_id)
+    dead = dead_sibling(current.get("worker"), worker) if current and current.get("status") == "running" else None
+    job = store.claim(job_id, worker, settings.lease_seconds, dead_holder=dead)
+    if dead and job is not None:
+        log.warning("job %s: its process %s died; taken over at once", job_id, dead)
     if job is None:
         log.info("job %s: not claimed by %s (finished, cancelled, unknown or held by a live worker)",
                  job_id, worker)
         return "skipped"
     log.info("job %s (%s): claimed by %s, attempt %s", job_id, job.get("type"), worker, job.get("attempts"))
+    waited = wait_for_gpu_memory(job, store=store, settings=settings, worker=worker)
+    if waited:
+        return waited
+    tracking = SinkHooks(None, job_sinks(job, Path(settings.artifacts_dir) / job_id, settings))
+    try:
+        return _run_claimed(job, store=store, settings=settings, worker=worker, tracking=tracking)
+    finally:
+        tracking.close(_tracked_end(store, job_id, worker, tracking))
 
+
+def _tracked_end(store, job_id: str, worker: str, tracking) -> dict | None:
+    """What the tracking sinks log at the end: the job's recorded outcome, or None when the
+    job is no longer this worker's (lost: its new holder goes on logging)."""
+    if not tracking.sinks:
+        return None
+    try:
+        job = store.get_job(job_id)
+    except Exception:
+        log.warning("job %s: could not read its outcome for the tracking sinks", job_id, exc_info=True)
+        return None
+    if job is None or job.get("status") not in ("succeeded", "failed", "cancelled"):
+        return None
+    return {"status": job["status"], "result": job.get("result") or {}, "step": job.get("step"),
+            "artifacts": [a["name"] for a in store.artifacts(job_id)]}
+
+
+def _run_claimed(job: dict, *, store, settings, worker: str, tracking: SinkHooks) -> str:
+    job_id = job["id"]
     limit = runtime_limit_s(job, settings)
     started = time.monotonic()
     deadline = started + limit if limit else None
@@ -173,12 +187,13 @@ def execute_job(job_id: str, *, store, settings, worker: str) -> str:
     with Heartbeat(store, job_id, worker, lease_s=settings.lease_seconds,
                    interval_s=settings.heartbeat_seconds) as heartbeat:
         hooks = StoreHooks(store, job_id, worker, heartbeat=heartbeat, deadline=deadline)
+        tracking.primary = hooks
         try:
             runner = RUNNERS.get(job.get("type"))
             if runner is None:
                 raise UserError(f"unknown job type {job.get('type')!r}; choose one of {sorted(RUNNERS)}")
             run_dir.mkdir(parents=True, exist_ok=True)
-            outcome = runner(job.get("spec") or {}, run_dir, build_data_env(settings), hooks, settings)
+            outcome = runner(job.get("spec") or {}, run_dir, build_data_env(settings), tracking, settings)
         except LeaseLost:
             log.warning("job %s: lease lost at step %s, leaving the job to its new holder", job_id, hooks.step)
             return "lost"
@@ -217,6 +232,31 @@ def execute_job(job_id: str, *, store, settings, worker: str) -> str:
     log.info("job %s succeeded in %.1f s: %s", job_id, time.monotonic() - started,
              ", ".join(name for name, _, _ in artifacts))
     return "succeeded"
+
+
+def wait_for_gpu_memory(job: dict, *, store, settings, worker: str, celery=None) -> str | None:
+    """None when the job may start; else what became of it: `waiting` (put back on the queue,
+    tried again in DCL_GPU_WAIT_SECONDS: other jobs hold the GPU's memory) or `failed` (the
+    GPU is too small even when empty)."""
+    job_id = job["id"]
+    try:
+        verdict, detail = gpu_memory.check(job.get("spec") or {}, settings.gpu_job_min_free_mib)
+    except Exception:  # a broken driver shows itself, with its own message, when the job runs
+        log.warning("job %s: could not read the GPU's free memory", job_id, exc_info=True)
+        return None
+    if verdict == gpu_memory.NEVER:
+        store.fail(job_id, worker, detail)
+        return "failed"
+    if verdict == gpu_memory.FITS:
+        return None
+    store.release(job_id, worker)
+    log.info("job %s: waiting for GPU memory (%s); tried again in %g s", job_id, detail, settings.gpu_wait_seconds)
+    try:
+        enqueue(job_id, job.get("queue") or queue_for(job.get("spec") or {}, settings), celery or app,
+                countdown=settings.gpu_wait_seconds)
+    except Exception:  # it is `queued` in the store: the reconciler sends it again
+        log.warning("job %s: could not put it back on the queue", job_id, exc_info=True)
+    return "waiting"
 
 
 def _end_failed(store, job_id: str, worker: str, hooks: StoreHooks, message: str) -> str:

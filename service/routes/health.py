@@ -6,13 +6,15 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from starlette.concurrency import run_in_threadpool
 
+from service.deps import OPERATOR, Viewer
 from service.queue import broker_ping, queue_depths
+from service.schemas import Message
 
 router = APIRouter(tags=["health"])
 
@@ -39,39 +41,61 @@ async def _check(fn, *args) -> dict[str, Any]:
     return out
 
 
+def worker_nodes(rows: list[dict]) -> list[dict]:
+    """One entry per worker: a job's pool process reports as NODE/PID, its worker as NODE."""
+    nodes: dict[str, dict] = {}
+    for row in rows:
+        node, _, child = row["name"].partition("/")
+        entry = nodes.setdefault(node, {"name": node, "seen_at": row["seen_at"], "info": {}, "jobs": []})
+        entry["seen_at"] = max(entry["seen_at"], row["seen_at"])
+        info = row.get("info") or {}
+        if not child:
+            entry["info"] = info
+        elif info.get("job"):
+            entry["jobs"].append(info["job"])
+    return [{**n, "seen_at": n["seen_at"].isoformat()} for n in sorted(nodes.values(), key=lambda n: n["name"])]
+
+
 @router.get("/readyz", responses={503: {"description": "Database or broker unreachable"}})
-async def readyz(request: Request) -> JSONResponse:
-    """Ready when the job store and the broker answer; also lists the workers seen lately."""
+async def readyz(request: Request, who: Viewer) -> JSONResponse:
+    """Ready when the job store and the broker answer. With auth on, the reasons and the
+    workers (names, processes, jobs) are shown to operator keys only; others get the verdict
+    and the number of workers."""
     state = request.app.state
     database, broker, workers = await asyncio.gather(
         _check(state.store.ping),
         _check(broker_ping, state.celery),
         _check(state.store.workers_seen, state.settings.worker_seen_seconds),
     )
-    seen = [{"name": w["name"], "seen_at": w["seen_at"].isoformat(), "info": w["info"]}
-            for w in workers.pop("items", [])]
+    nodes = worker_nodes(workers.pop("items", []))
     ready = database["ok"] and broker["ok"]
     body = {
         "status": "ready" if ready else "not ready",
         "database": database,
         "broker": broker,
-        "workers": {"count": len(seen), "seen_within_s": state.settings.worker_seen_seconds, "items": seen},
+        "workers": {"count": len(nodes), "seen_within_s": state.settings.worker_seen_seconds, "items": nodes},
     }
     if not ready:
         body["detail"] = "not ready: " + ", ".join(k for k in ("database", "broker") if not body[k]["ok"]) + " unreachable"
+    if who != OPERATOR:  # host names, process ids, other owners' jobs, connection errors
+        body["workers"].pop("items")
+        for part in ("database", "broker", "workers"):
+            body[part].pop("error", None)
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 class StoreCollector:
     """Job counts, queue depths, workers and job durations, read at scrape time."""
 
-    def __init__(self, app_state):
+    def __init__(self, app_state, owner: str | None = None):
         self.state = app_state
+        self.owner = owner
+        """Count only this owner's jobs (None: everyone's)."""
 
     def collect(self):
         store, settings = self.state.store, self.state.settings
         jobs = GaugeMetricFamily("dcl_jobs", "Jobs by status", labels=["status"])
-        for status, n in store.count_jobs_by_status().items():
+        for status, n in store.count_jobs_by_status(self.owner).items():
             jobs.add_metric([status], n)
         yield jobs
         queues = [settings.gpu_queue, settings.cpu_queue]
@@ -86,12 +110,12 @@ class StoreCollector:
         yield up
         yield depth
         workers = GaugeMetricFamily("dcl_workers_seen", "Workers seen within worker_seen_seconds")
-        workers.add_metric([], len(store.workers_seen(settings.worker_seen_seconds)))
+        workers.add_metric([], len(worker_nodes(store.workers_seen(settings.worker_seen_seconds))))
         yield workers
         durations = HistogramMetricFamily("dcl_job_duration_seconds", "Run time of finished jobs",
                                           labels=["type", "status"])
         grouped: dict[tuple[str, str], list[float]] = {}
-        for type_, status, seconds in store.job_durations():
+        for type_, status, seconds in store.job_durations(owner=self.owner):
             grouped.setdefault((type_, status), []).append(seconds)
         for (type_, status), values in sorted(grouped.items()):
             buckets = [(str(b), sum(v <= b for v in values)) for b in DURATION_BUCKETS]
@@ -108,10 +132,25 @@ def make_registry(app_state) -> tuple[CollectorRegistry, Histogram]:
         ["method", "route", "status"], registry=registry,
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
+    app_state.latency = latency
     return registry, latency
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def metrics(request: Request) -> Response:
-    """Prometheus exposition: jobs by status, queue depth, workers, job durations, request latency."""
-    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+@router.get("/metrics", response_class=Response, responses={
+    200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+    401: {"model": Message, "description": "Auth is on and no valid key was sent"}})
+def metrics(request: Request, who: Viewer) -> Response:
+    """Prometheus exposition: jobs by status, queue depth, workers, job durations, request latency.
+    With auth on it needs a key; an operator key (DCL_OPERATOR_KEYS) sees every job, any other
+    key its own."""
+    state = request.app.state
+    if who is None:
+        raise HTTPException(401, "/metrics needs an API key (an operator key to see every job): send it as "
+                                 "`Authorization: Bearer KEY`", headers={"WWW-Authenticate": "Bearer"})
+    if who == OPERATOR:
+        registry = state.registry
+    else:
+        registry = CollectorRegistry()
+        registry.register(StoreCollector(state, owner=who))
+        registry.register(state.latency)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

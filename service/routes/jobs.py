@@ -12,15 +12,22 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Iterator
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from dcl_core.config import DatasetSpec, JobSpec
+from dcl_core.catalog import SPLIT_SIZES, missing_torchvision_files
+from dcl_core.config import DatasetSpec, JobSpec, TrainConfig
 from dcl_core.files import sha256_file
-from service.deps import CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many
-from service.queue import enqueue, queue_for
+from service.deps import (
+    INT32_MAX, CeleryDep, CurrentKey, FieldError, JobId, OwnedJob, SettingsDep, StoreDep, too_many,
+)
+from service.guards import has_nul
+from service.metrics_thin import metrics_thinned
+from service.queue import enqueue, multi_device_queue, queue_for
 from service.schemas import ArtifactPublic, ArtifactsPublic, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.store import TERMINAL, JobStore
 
@@ -44,19 +51,40 @@ def dataset_fields(model: BaseModel, path: str = "") -> Iterator[tuple[str, Data
             yield from dataset_fields(value, f"{path}.{name}" if path else name)
 
 
-def check_sources(spec: BaseModel, owner: str, store: JobStore, allow_download: bool) -> None:
+def check_sources(spec: BaseModel, owner: str, store: JobStore, settings) -> None:
+    """Each dataset the job names must be readable where it runs, and a pretraining batch
+    must fit in its dataset when the service knows the size: else the job could only fail."""
+    sizes: dict[str, int] = {}
     for path, dataset in dataset_fields(spec):
         where = f"{path}.source"
         if dataset.kind == "path":
             raise invalid(where, f"{dataset.source!r} is a local path, which the service cannot read; "
                                  "upload it with POST /v1/datasets and name it as dataset:ID")
+        size = SPLIT_SIZES.get(dataset.source, {}).get(dataset.split)
         if dataset.kind == "dataset":
             dataset_id = dataset.source.partition(":")[2]
-            if store.get_dataset(dataset_id, owner) is None:
+            row = store.get_dataset(dataset_id, owner)
+            if row is None:
                 raise invalid(where, f"dataset {dataset_id} not found; upload it with POST /v1/datasets")
-        if dataset.kind == "torchvision" and dataset.download and not allow_download:
-            raise invalid(f"{path}.download", "this server does not download datasets (DCL_ALLOW_DOWNLOAD is off); "
-                                              "upload the data with POST /v1/datasets instead")
+            size = (row.get("summary") or {}).get("num_images")
+        if dataset.kind == "torchvision":
+            if dataset.download and not settings.allow_download:
+                raise invalid(f"{path}.download", "this server does not download datasets (DCL_ALLOW_DOWNLOAD "
+                                                  "is off); upload the data with POST /v1/datasets instead")
+            name = dataset.source.partition(":")[2]
+            if not dataset.download and missing_torchvision_files(settings.torchvision_root, name, dataset.split):
+                raise invalid(where, f"{dataset.source} ({dataset.split} split) is not on this server: ask its "
+                                     f"operator to put torchvision's {name} files in the torchvision folder "
+                                     "(DCL_TORCHVISION_ROOT)"
+                                     + (", or set download: true" if settings.allow_download else "")
+                                     + ", or upload the data with POST /v1/datasets")
+        if isinstance(size, int):
+            sizes[path] = min(size, dataset.max_images or size)
+    config = getattr(spec, "config", None)
+    images = sizes.get("config.dataset")
+    if isinstance(config, TrainConfig) and images is not None and config.batch_size > images:
+        raise invalid("config.batch_size", f"{config.batch_size} is more than the {images} images of "
+                                           f"{config.dataset.source}; use batch_size <= {images}")
 
 
 def non_finite(value: Any, path: str = "") -> str | None:
@@ -85,31 +113,68 @@ def check_encoder_job(spec: BaseModel, owner: str, store: JobStore) -> None:
                                  "name a pretrain job that succeeded (wait for it to finish)")
 
 
-@router.post("", status_code=202, response_model=JobPublic,
+def check_devices(spec: dict, queue: str, store: JobStore, settings) -> None:
+    """A job on N > 1 devices needs a worker that consumes its queue (one with N or more devices):
+    it waits for one that is busy, and is refused when no such worker has been seen lately."""
+    devices = int((spec.get("resources") or {}).get("gpus") or 1)
+    if devices <= 1:
+        return
+    base = queue.rsplit("-x", 1)[0]
+    most = 0
+    for worker in store.workers_seen(settings.worker_seen_seconds):
+        queues = str((worker.get("info") or {}).get("queues") or "").split(",")
+        if queue in queues:
+            return
+        most = max([most] + [n for n in range(1, 65) if multi_device_queue(base, n) in queues])
+    kind = "GPU" if base == settings.gpu_queue else "device"
+    raise invalid("resources.gpus", (
+        f"no worker can run a job on {devices} {kind}s: the workers seen in the last "
+        f"{settings.worker_seen_seconds:g} s offer at most {most} on the {base!r} queue. Lower resources.gpus, "
+        f"or start a worker with that many (dcl worker --gpus {','.join(str(i) for i in range(devices))})"))
+
+
+async def json_body(request: Request) -> None:
+    """A job is JSON: without the content type FastAPI would not parse it (a guard against
+    cross-site form posts), and the error would be a puzzling "should be a valid dictionary"."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise HTTPException(415, f"send the job as JSON with `Content-Type: application/json` "
+                                 f"(got {content_type or 'no content type'!s:.100})")
+
+
+@router.post("", status_code=202, response_model=JobPublic, dependencies=[Depends(json_body)],
              responses={404: {"description": "encoder_job not found"}, 409: {"description": "encoder_job not usable"},
+                        415: {"description": "Not sent as JSON"},
                         429: {"description": "Too many active jobs"}})
-def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: CurrentKey, store: StoreDep,
-               settings: SettingsDep, celery: CeleryDep) -> JobPublic:
+def create_job(spec: Annotated[JobSpec, Body()], request: Request, response: Response, owner: CurrentKey,
+               store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JobPublic:
     """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job)."""
-    bad = non_finite(spec.model_dump(exclude={"type"}))
+    dumped = spec.model_dump(exclude={"type"})
+    bad = non_finite(dumped)
     if bad:
         raise invalid(bad, "must be a finite number (not NaN or infinity)")
-    check_sources(spec, owner, store, settings.allow_download)
+    bad = has_nul(dumped)
+    if bad is not None:
+        raise invalid(bad or "body", "contains a NUL byte (\\0); remove it")
+    check_sources(spec, owner, store, settings)
     check_encoder_job(spec, owner, store)
-    active = store.count_active(owner)
-    if active >= settings.max_active_jobs_per_key:
-        raise too_many(f"this key has {active} queued or running jobs, its limit; wait for one to end or cancel one")
     stored = store.stored_bytes(owner)
     if stored >= settings.max_stored_bytes_per_key:
         raise too_many(f"this key stores {stored} bytes, its limit is {settings.max_stored_bytes_per_key}; "
                        "delete datasets you no longer need", 3600)
     body = spec.model_dump(mode="json")
     queue = queue_for(body, settings)
-    job = store.create_job(owner, spec.type, body, queue=queue)
+    check_devices(body, queue, store, settings)
+    job = store.create_job(owner, spec.type, body, queue=queue, max_active=settings.max_active_jobs_per_key)
+    if job is None:
+        raise too_many(f"this key has {store.count_active(owner)} queued or running jobs and its limit is "
+                       f"{settings.max_active_jobs_per_key}; wait for one to end or cancel one")
     try:
         enqueue(job["id"], queue, celery)
-    except Exception as exc:  # the job stays queued in the store; the reconciler sends it again
-        log.warning("could not enqueue %s (%s: %s); the reconciler will retry", job["id"], type(exc).__name__, exc)
+    except Exception as exc:  # the job stays queued in the store; sent again once the broker is back
+        log.warning("could not enqueue %s (%s: %s); will send it when the broker is back",
+                    job["id"], type(exc).__name__, exc)
+        request.app.state.resender.add(job["id"], queue)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return JobPublic.from_row(job)
 
@@ -119,7 +184,7 @@ def list_jobs(owner: CurrentKey, store: StoreDep,
               status: Annotated[JobStatus | None, Query()] = None,
               type: Annotated[JobType | None, Query()] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobsPublic:
+              offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> JobsPublic:
     items, total = store.list_jobs(owner, status=status, type=type, limit=limit, offset=offset)
     return JobsPublic(items=[JobPublic.from_row(r) for r in items], total=total, limit=limit, offset=offset)
 
@@ -129,20 +194,28 @@ async def get_job(job: OwnedJob) -> JobPublic:
     return JobPublic.from_row(job)
 
 
-def owned_metrics(store: JobStore, job_id: str, owner: str, since: int, limit: int) -> list[dict]:
-    """The job's metrics rows, 404 when it is not the caller's: one trip to the thread pool, and
-    the ownership check reads the job's id only (a poll every second must not decode its spec)."""
+def owned_metrics(store: JobStore, job_id: str, owner: str, since: int, limit: int,
+                  max_points: int | None = None) -> tuple[list[dict], bool]:
+    """The job's metrics rows (thinned past `max_points`), 404 when it is not the caller's: one
+    trip to the thread pool, and the ownership check reads the job's id only (a poll every second
+    must not decode its spec)."""
     if not store.owns_job(job_id, owner):
         raise HTTPException(404, f"job {job_id} not found")
-    return store.metrics(job_id, since_step=since, limit=limit)
+    if max_points is not None:
+        return metrics_thinned(store, job_id, since, max_points)
+    return store.metrics(job_id, since_step=since, limit=limit), False
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses={404: {"description": "No such job"}})
 async def get_metrics(job_id: JobId, owner: CurrentKey, store: StoreDep,
-                      since: Annotated[int, Query(ge=0, description="Only rows with step > since.")] = 0,
-                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> MetricsPublic:
-    rows = await run_in_threadpool(owned_metrics, store, job_id, owner, since, limit)
-    return MetricsPublic(job_id=job_id, items=rows, next_since=rows[-1]["step"] if rows else since)
+                      since: Annotated[int, Query(ge=0, le=INT32_MAX, description="Only rows with step > since.")] = 0,
+                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                      max_points: Annotated[int | None, Query(
+                          ge=4, le=10_000, description="Thin a longer series to about this many rows per metric "
+                          "(each metric's min and max row of every step range, and the last row); `limit` is "
+                          "then ignored and the whole series after `since` is covered.")] = None) -> MetricsPublic:
+    rows, thinned = await run_in_threadpool(owned_metrics, store, job_id, owner, since, limit, max_points)
+    return MetricsPublic(job_id=job_id, items=rows, next_since=rows[-1]["step"] if rows else since, thinned=thinned)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses={409: {"description": "Already finished"}})
@@ -167,8 +240,9 @@ def sse(event: str, data: Any, id: int | None = None) -> str:
                              "description": "`metrics` events (id: step), `status` events, a final `end` event"}})
 async def job_events(
     job: OwnedJob, request: Request, store: StoreDep, settings: SettingsDep,
-    since: Annotated[int, Query(ge=0, description="Start after this step (Last-Event-ID wins).")] = 0,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    since: Annotated[int, Query(ge=0, le=INT32_MAX, description="Start after this step (Last-Event-ID wins).")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,
+                                                description="The last step seen (an event's id).")] = None,
 ) -> StreamingResponse:
     """A live stream until the job ends: `metrics` rows with `id: STEP` (reconnect with
     Last-Event-ID to resume), `status` when the job changes, and `end` with the final job.
@@ -176,6 +250,8 @@ async def job_events(
     cursor = since
     if last_event_id and last_event_id.strip().isdigit():
         cursor = int(last_event_id.strip())
+        if cursor > INT32_MAX:  # checked before the stream starts: a 200 could not take it back
+            raise FieldError(["header", "Last-Event-ID"], f"must be a step, at most {INT32_MAX}")
     return StreamingResponse(
         _events(job["id"], cursor, request, store, settings.sse_poll_seconds, settings.sse_keepalive_seconds,
                 settings.sse_max_stream_seconds),
@@ -249,12 +325,38 @@ def file_sha256(path: Path, stat: os.stat_result) -> str:
     return digest
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}},
+class ArtifactFile(FileResponse):
+    """A FileResponse whose Range errors (400, 416) come in the JSON error model, like every
+    other error (Starlette answers them in plain text). Uses Starlette's own range parser."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = Headers(scope=scope)
+        http_range, if_range = headers.get("range"), headers.get("if-range")
+        if http_range is not None and scope["method"] in ("GET", "HEAD") and self.stat_result is not None \
+                and (if_range is None or self._should_use_range(if_range)):
+            try:
+                self._parse_range_header(http_range, self.stat_result.st_size)
+            except MalformedRangeHeader as exc:
+                error = JSONResponse({"detail": f"malformed Range header ({exc.content}); "
+                                                "send `Range: bytes=START-[END]`"}, status_code=400)
+                return await error(scope, receive, send)
+            except RangeNotSatisfiable as exc:
+                error = JSONResponse({"detail": f"the Range starts past the end of the file "
+                                                f"({exc.max_size} bytes)"}, status_code=416,
+                                     headers={"Content-Range": f"bytes */{exc.max_size}"})
+                return await error(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}},
+                       400: {"description": "Malformed Range header"},
+                       416: {"description": "Range not satisfiable"},
                        206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
                        404: {"description": "No such artifact"},
                        409: {"description": "The stored file does not match its recorded sha256"}})
-def download_artifact(job: OwnedJob, name: str, store: StoreDep, settings: SettingsDep,
+def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=255)],
+                      store: StoreDep, settings: SettingsDep,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """The file, with its sha256 as `Repr-Digest` (RFC 9530) and as the ETag; Range requests work.
     The file is checked against its recorded sha256 before it is served."""
@@ -279,5 +381,5 @@ def download_artifact(job: OwnedJob, name: str, store: StoreDep, settings: Setti
     headers = {"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:", "Cache-Control": "private, no-cache"}
     if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, filename=artifact["name"], headers=headers, stat_result=stat,
+    return ArtifactFile(path, filename=artifact["name"], headers=headers, stat_result=stat,
                         media_type="application/octet-stream" if not name.endswith(".json") else "application/json")

@@ -388,3 +388,18 @@ def test_store_dataset_drops_skipped_corrupt_files(tmp_path):
 def test_archive_module_does_not_import_torch():
     code = "import sys, dcl_core.archive; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_a_broken_deflate_stream_is_a_damaged_archive_not_a_crash(tmp_path):
+    # Found by tests/service/test_upload_fuzz.py: zlib.error ("invalid distance too far back")
+    # escaped as a 500. The fuzzer's example, verbatim.
+    (tmp_path / "bad.zip").write_bytes(
+        b'PK\x03\x04\x14\x00\x00\x00\x08\x00\n\x96w]\xa0\x9a\xbe\x92G\x00\x00\x00\x88\x00\x00\x00\x05\x00'
+        b'\x00\x00y.npy\x9b\xec\x17\xea\x1b\x10\xc9\xc8P\xc6P\xad\x9e\x92Z\x9c\\\xa4n\xa5\xa0n\x93i\xa1\xae'
+        b'\xa3\xa0\x9e\x96_TR\x94\x98\x17\x9f_\x94\x92\n\x12wK\xcc)N\x05\x8a\x17g$\x16\xa4\x02\xf9\x1a\x86:'
+        b'\x9a:\n\xb4\n\x14\x00.\x06(\x00\x00PK\x01\x02\x14\x03\x14\x00\x00\x00\x08\x00\n\x96w]\xa0\x9a\xbe'
+        b'\x92G\x00\x00\x00\x88\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80\x01\x00'
+        b'\x00\x00\x00y.npyPK\x05\x06\x00\x00\x00\x00\x01\x00\x01\x003\x00\x00\x00j\x00\x00\x00\x00\x00'
+    )
+    with pytest.raises(UserError, match="damaged"):
+        safe_extract(tmp_path / "bad.zip", tmp_path / "out", **LIMITS)

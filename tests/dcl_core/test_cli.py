@@ -167,3 +167,33 @@ def test_dcl_entry_point_trains_in_a_subprocess(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["steps"] == 64 // 32
     assert (tmp_path / "run" / "encoder.safetensors").is_file()
+
+
+def test_probe_knn_k_is_an_option(trained, capsys):
+    out, _ = trained
+    # Probing the training split against itself: with k=1 every image's nearest neighbour is itself.
+    args = ["probe", "--encoder", str(out), "--train", "builtin:digits", "--test", "builtin:digits",
+            "--classifier", "knn", "--k", "1", "--batch-size", "64", "--device", "cpu"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("command,option,field", [
+    ("probe", "--epochs", "epochs"), ("probe", "--k", "k"), ("probe", "--batch-size", "batch_size"),
+    ("embed", "--batch-size", "batch_size"),
+])
+def test_probe_and_embed_options_are_validated_by_the_config(trained, tmp_path, capsys, command, option, field):
+    out, _ = trained
+    data = ["--train", "builtin:digits", "--test", DIGITS_TEST] if command == "probe" else \
+        ["--data", "builtin:digits", "--out", str(tmp_path / "f.npy")]
+    assert main([command, "--encoder", str(out), *data, option, "0", "--device", "cpu"]) == 2
+    assert f"  {field}:" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import dcl_core
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dcl {dcl_core.__version__}"

@@ -65,3 +65,23 @@ def test_importing_the_config_does_not_import_torch():
     code = "import sys, dcl_core.config, dcl_core.errors, dcl_core.hooks; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"encoder": "resnet81"}, "did you mean 'resnet18'"),
+    ({"encoder": "timm:"}, "timm model name"),
+    ({"encoder": "timm:ResNet50"}, "lower case"),
+    ({"encoder": "resnet18", "encoder_kwargs": {"depth": 2}}, "takes no encoder_kwargs"),
+    ({"encoder": "timm:resnet18", "encoder_kwargs": {"pretrained": True}}, "set by dcl itself"),
+    ({"encoder": "timm:resnet18", "small_stem": True}, "small_stem applies to"),
+    ({"export": ["tflite"]}, "export"),
+])
+def test_encoder_names_kwargs_and_exports_are_checked_without_torch(bad, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainConfig.model_validate(bad)
+
+
+def test_a_timm_encoder_with_kwargs_is_a_valid_config():
+    config = TrainConfig(encoder="timm:vit_small_patch16_224", encoder_kwargs={"depth": 2, "drop_path_rate": 0.1},
+                         export=["onnx", "hf"])
+    assert config.encoder_kwargs == {"depth": 2, "drop_path_rate": 0.1}

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from dcl_core.config import DatasetSpec
-from dcl_core.data import DataEnv, ImageSet, dataset_layout, load_images
+from dcl_core.data import MIN_CHANNEL_STD, DataEnv, ImageSet, dataset_layout, load_images
 from dcl_core.errors import UserError
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "emu": (40, 40, 200)}
@@ -285,7 +285,8 @@ def test_channel_stats_on_constant_images():
     images[:, 0], images[:, 1], images[:, 2] = 51, 102, 204
     mean, std = ImageSet(images, None, None, "test").channel_stats()
     assert mean == pytest.approx((0.2, 0.4, 0.8), abs=1e-12)
-    assert std == pytest.approx((0.0, 0.0, 0.0), abs=1e-7)
+    # Issue 9, item 11: std 0 failed the job ("std must be > 0"); a constant channel gets the floor.
+    assert std == (MIN_CHANNEL_STD,) * 3
 
 
 def test_channel_stats_on_a_subsample():

@@ -10,7 +10,7 @@ from dcl_core.config import EmbedConfig
 from dcl_core.data import DataEnv
 from dcl_core.encoders import build_encoder
 from dcl_core.export import load_encoder, save_encoder
-from dcl_core.hooks import NullHooks
+from dcl_core.hooks import NullHooks, StopRequested
 from dcl_core.probe import extract_features
 
 
@@ -69,3 +69,22 @@ def test_run_embed_unlabelled_data_writes_no_labels_file(encoder_dir, tmp_path):
     run_embed(encoder_dir, EmbedConfig(data=str(data), device="cpu"), out, DataEnv())
     assert np.load(out).shape == (12, 256)
     assert not stale.exists()
+
+
+def test_run_embed_stops_between_batches_and_writes_nothing(encoder_dir, tmp_path):
+    # Issue 9, item 11: embed never polled should_stop.
+    from dcl_core.embed import run_embed
+
+    class StopOnThirdPoll(NullHooks):
+        polls = 0
+
+        def should_stop(self):
+            self.polls += 1
+            return self.polls >= 3
+
+    out = tmp_path / "out" / "feats.npy"
+    config = EmbedConfig(data={"source": "builtin:digits", "split": "test"}, device="cpu", batch_size=100)
+    hooks = StopOnThirdPoll()
+    with pytest.raises(StopRequested):
+        run_embed(encoder_dir, config, out, DataEnv(), hooks=hooks)
+    assert hooks.polls == 3 and not out.exists() and not out.with_name("feats_labels.npy").exists()

@@ -7,8 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dcl_core.config import ENCODERS
-from dcl_core.encoders import build_encoder, resolve_small_stem
+from dcl_core.encoders import ENCODERS, build_encoder, check_encoder_name, resolve_small_stem
 from dcl_core.errors import UserError
 from dcl_core.heads import ProjectionHead
 
@@ -16,7 +15,7 @@ FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "convnet_sma
 
 
 def test_every_configurable_encoder_is_buildable():
-    assert set(FEATURE_DIMS) == set(ENCODERS)
+    assert set(FEATURE_DIMS) == {name for name, entry in ENCODERS.items() if not entry.family}
 
 
 @pytest.mark.parametrize(
@@ -102,8 +101,22 @@ def test_encoders_are_randomly_initialised():
 def test_unknown_encoder_lists_choices():
     with pytest.raises(UserError, match="unknown encoder 'vit_b'") as info:
         build_encoder("vit_b", small_stem=False)
-    for name in ENCODERS:
+    for name in FEATURE_DIMS:
         assert name in str(info.value)
+    assert "timm:vit_b" in str(info.value)
+
+
+def test_unknown_encoder_suggests_close_names():
+    with pytest.raises(ValueError, match="did you mean 'resnet18'"):
+        check_encoder_name("resnet81")
+    with pytest.raises(ValueError, match="timm model name in lower case"):
+        check_encoder_name("timm:")
+    assert check_encoder_name("timm:convnext_atto") == "timm:convnext_atto"
+
+
+def test_timm_models_have_no_small_stem():
+    assert resolve_small_stem(True, 32, "timm:resnet18") is False
+    assert resolve_small_stem(None, 32, "resnet18") is True
 
 
 @pytest.mark.parametrize(

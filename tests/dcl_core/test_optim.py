@@ -83,3 +83,24 @@ def test_each_optimizer_reduces_a_simple_loss(name):
         loss.backward()
         opt.step()
     assert loss.item() < first
+
+
+def test_lars_trust_ratio_with_weight_decay_is_the_papers():
+    # w = (3, 4): ||w|| = 5; g = (1, 0): ||g|| = 1 (not parallel to w, so ||g + wd*w|| would differ).
+    # trust = eta * ||w|| / (||g|| + wd * ||w||) = 0.001 * 5 / (1 + 0.1 * 5) = 1/300
+    # step = lr * trust * (g + wd * w) = 2 * (1/300) * (1.3, 0.4)
+    w = torch.tensor([3.0, 4.0], requires_grad=True)
+    opt = LARS([{"params": [w], "weight_decay": 0.1, "lars": True}], lr=2.0, momentum=0.9, eta=0.001)
+    w.grad = torch.tensor([1.0, 0.0])
+    opt.step()
+    first = torch.tensor([1.3, 0.4]) / 300
+    expected = torch.tensor([3.0, 4.0]) - 2.0 * first
+    assert torch.allclose(w.detach(), expected, atol=1e-7)
+    # Second step, momentum 0.9: buf = 0.9 * first + trust' * (g' + wd * w').
+    w.grad = torch.tensor([0.0, 2.0])
+    w_now = w.detach().clone()
+    w_norm = torch.linalg.vector_norm(w_now)
+    trust = 0.001 * w_norm / (2.0 + 0.1 * w_norm)
+    buf = 0.9 * first + trust * (torch.tensor([0.0, 2.0]) + 0.1 * w_now)
+    opt.step()
+    assert torch.allclose(w.detach(), w_now - 2.0 * buf, atol=1e-7)

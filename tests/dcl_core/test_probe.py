@@ -17,7 +17,7 @@ from dcl_core.data import DataEnv
 from dcl_core.encoders import build_encoder
 from dcl_core.errors import UserError
 from dcl_core.export import save_encoder
-from dcl_core.hooks import NullHooks
+from dcl_core.hooks import NullHooks, StopRequested
 from dcl_core.probe import (
     ProbeResult,
     extract_features,
@@ -259,3 +259,36 @@ def test_run_probe_requires_labels(digits_encoder, tmp_path):
     config = ProbeConfig(train=str(path), test=str(path), device="cpu")
     with pytest.raises(UserError, match="has no labels: use class sub-folders or y in the npz"):
         run_probe(digits_encoder, config, DataEnv())
+
+
+class StopAfter(RecordingHooks):
+    """Says stop once `polls` calls of should_stop have said go on."""
+
+    def __init__(self, polls: int):
+        super().__init__()
+        self.polls_left = polls
+        self.polls = 0
+
+    def should_stop(self):
+        self.polls += 1
+        self.polls_left -= 1
+        return self.polls_left < 0
+
+
+@pytest.mark.parametrize("classifier", ["logistic", "knn"])
+def test_run_probe_stops_when_the_hooks_say_so(digits_encoder, classifier):
+    # Issue 9, item 11: a probe never polled should_stop, so it could not be cancelled or capped.
+    config = ProbeConfig(train={"source": "builtin:digits", "max_images": 300},
+                         test={"source": "builtin:digits", "split": "test", "max_images": 100},
+                         classifier=classifier, device="cpu", batch_size=100, k=5, epochs=10)
+    counting = StopAfter(10**9)
+    run_probe(digits_encoder, config, DataEnv(), hooks=counting)
+    assert counting.polls >= 7  # both loads, every batch (3 + 1 at 100), the classifier
+    first = StopAfter(0)
+    with pytest.raises(StopRequested):
+        run_probe(digits_encoder, config, DataEnv(), hooks=first)
+    assert first.steps == []
+    last = StopAfter(counting.polls - 1)  # the classifier's last poll
+    with pytest.raises(StopRequested):
+        run_probe(digits_encoder, config, DataEnv(), hooks=last)
+    assert [s for s, _ in last.steps] == [1, 2]  # stopped in the classifier, with no result

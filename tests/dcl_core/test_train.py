@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -112,6 +113,15 @@ def test_a_diverging_run_fails_with_the_step_and_a_hint(tmp_path, monkeypatch):
 def test_a_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="fewer than batch_size"):
         fit(tiny(batch_size=512), tmp_path)
+
+
+def test_constant_one_pixel_images_train_instead_of_failing_on_std_zero(tmp_path):
+    # Issue 9, item 11: 1x1 constant images failed the job with "std must be > 0".
+    np.savez(tmp_path / "flat.npz", x=np.full((32, 1, 1, 3), 7, np.uint8))
+    result = fit(tiny(dataset={"source": str(tmp_path / "flat.npz")}, batch_size=16, epochs=1), tmp_path / "run")
+    assert result.steps == 2 and (tmp_path / "run" / "encoder.safetensors").is_file()
+    meta = json.loads((tmp_path / "run" / "encoder.json").read_text())
+    assert min(meta["std"]) > 0
 
 
 def test_max_runtime_ends_the_run_with_that_reason(tmp_path):

@@ -196,8 +196,15 @@ class Stack:
     def restart_redis(self, down_s: float = 1.0) -> None:
         """Stop the redis-server (no persistence: every queued message is lost) and start a
         fresh one on the same port."""
-        stop_process(self.redis["process"])
+        self.stop_redis()
         time.sleep(down_s)
+        self.start_redis()
+
+    def stop_redis(self) -> None:
+        stop_process(self.redis["process"])
+
+    def start_redis(self) -> None:
+        """A fresh redis-server on the port of the one `stop_redis` stopped."""
         context = redis_process(self.redis["folder"], port=self.redis["port"])
         _, self.redis["process"] = context.__enter__()
         self.redis["contexts"].append(context)
@@ -217,12 +224,12 @@ class Stack:
 
 
 @contextmanager
-def service_stack(mode: str, root: Path, *, worker: bool = True) -> Iterator[Stack]:
+def service_stack(mode: str, root: Path, *, worker: bool = True, env: dict[str, str] | None = None) -> Iterator[Stack]:
     """`mode`: sqlite (embedded SQLite broker and store), redis (a redis-server broker),
-    postgres (embedded broker, PostgreSQL job store from DCL_TEST_POSTGRES_URL)."""
+    postgres (embedded broker, PostgreSQL job store from DCL_TEST_POSTGRES_URL). `env`: more
+    (or other) settings for the API and the workers."""
     data_dir = root / f"data-{mode}"
-    env = {k: v for k, v in FAST_WORKER_ENV.items()}
-    env["DCL_SSE_POLL_SECONDS"] = "0.2"
+    env = {**FAST_WORKER_ENV, "DCL_SSE_POLL_SECONDS": "0.2", **(env or {})}
     with ExitStack() as stack:
         redis: dict = {}
         if mode == "redis":

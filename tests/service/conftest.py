@@ -15,6 +15,7 @@ from service.store import JobStore
 from tests.fixtures.servers import run_api_server
 
 ALICE, BOB, CAROL = "alice-key-0123456789", "bob-key-9876543210", "carol-key-5555555555"
+OPERATOR = "operator-key-4444444444"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -65,6 +66,7 @@ def api(tmp_path_factory):
         "DCL_SSE_POLL_SECONDS": "0.05",
         "DCL_SSE_KEEPALIVE_SECONDS": "0.2",
         "DCL_MAX_ACTIVE_JOBS_PER_KEY": "10000",  # jobs stay queued here: no worker runs
+        "DCL_OPERATOR_KEYS": OPERATOR,
     }
     with run_api_server(data_dir, keys=[ALICE, BOB, CAROL], env=env) as server:
         yield server

@@ -46,7 +46,7 @@ def test_upload_zip_returns_its_summary(alice, api, tmp_path):
     assert alice.get(f"/v1/datasets/{ds['id']}").json()["summary"] == s
     assert ds["id"] in [d["id"] for d in alice.get("/v1/datasets").json()["items"]]
     # A job can now name it.
-    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"], "epochs": 1}})
+    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"], "epochs": 1, "batch_size": 4}})
     assert job.status_code == 202, job.text
 
 
@@ -137,7 +137,7 @@ def test_other_key_cannot_see_or_delete_my_dataset(alice, bob, tmp_path):
 
 def test_delete_removes_the_files_unless_an_active_job_uses_it(alice, api, tmp_path):
     ds = upload(alice, image_zip(tmp_path / "pets.zip")).json()
-    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"]}}).json()
+    job = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"dataset": ds["source"], "batch_size": 4}}).json()
     r = alice.delete(f"/v1/datasets/{ds['id']}")
     assert r.status_code == 409 and job["id"] in r.json()["detail"]
     alice.post(f"/v1/jobs/{job['id']}/cancel")
@@ -161,3 +161,76 @@ def test_per_key_caps_answer_429_with_retry_after(tmp_path):
         r = upload(k1, large)  # would take k1 past its 4000 bytes
         assert r.status_code == 429 and r.headers["retry-after"] and "storage limit" in r.json()["detail"]
         assert upload(k2, small).status_code == 201
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _upload_bytes(client, name: str, data: bytes):
+    return client.post("/v1/datasets", files={"file": (name, data, "application/octet-stream")})
+
+
+def test_npz_labels_beyond_the_images_are_422_and_listings_stay_small(alice, tmp_path):
+    # Issue 9, bug 1: y = [0, 10**9] grew the API to 22 GB building the summary.
+    r = _upload_bytes(alice, "huge-label.npz", _npz(x=np.zeros((2, 4, 4, 3), np.uint8), y=np.array([0, 10**9])))
+    assert r.status_code == 422 and "`y`" in r.json()["detail"] and "number the classes" in r.json()["detail"]
+    n = 1000
+    names = np.array([f"{i:05d}" + "n" * 200 for i in range(n)])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=np.zeros((n, 2, 2), np.uint8), y=np.arange(n), classes=names)
+    r = _upload_bytes(alice, "many.npz", buf.getvalue())
+    assert r.status_code == 201, r.text
+    summary = r.json()["summary"]
+    assert summary["num_classes"] == n and summary["classes_truncated"] is True
+    listing = alice.get("/v1/datasets", params={"limit": 500})
+    assert listing.status_code == 200 and len(listing.content) < 100_000 * len(listing.json()["items"])
+
+
+def test_npz_whose_header_lies_about_its_size_is_422(alice):
+    # Issue 9, bug 2: 236 bytes claiming 10,000,000 x 32 x 32 x 3 images was accepted.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (10_000_000, 32, 32, 3)})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("x.npy", header.getvalue())
+    r = _upload_bytes(alice, "liar.npz", buf.getvalue())
+    assert r.status_code == 422 and "more than the limit of 200000" in r.json()["detail"]
+    assert "upload-" not in r.json()["detail"]  # never the server's temporary name
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (1000, 32, 32, 3)})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("x.npy", header.getvalue() + bytes(100))
+    r = _upload_bytes(alice, "short.npz", buf.getvalue())
+    assert r.status_code == 422 and "holds 100 bytes" in r.json()["detail"]
+
+
+def test_npz_with_an_object_classes_array_is_422_naming_it(alice):
+    # Issue 9, bug 6: a 500.
+    data = _npz(x=np.zeros((2, 4, 4, 3), np.uint8), y=np.array([0, 1]), classes=np.array(["a", 1], dtype=object))
+    r = _upload_bytes(alice, "objects.npz", data)
+    assert r.status_code == 422 and "`classes` has dtype object" in r.json()["detail"]
+
+
+def test_compressed_npz_counts_unpacked_against_the_quota_and_the_ratio_cap(tmp_path):
+    # Issue 9, bug 2: a 1.2 MB .npz holding 1.2 GB counted 1.2 MB against the quota.
+    env = {"DCL_MAX_STORED_BYTES_PER_KEY": "200000", "DCL_MAX_COMPRESSION_RATIO": "50"}
+    with run_api_server(tmp_path / "data", keys=["k1"], env=env) as server, server.client("k1") as k1:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, x=np.zeros((40, 32, 32, 3), np.uint8))  # 122,880 bytes unpacked
+        small = buf.getvalue()
+        assert len(small) < 5_000
+        r = _upload_bytes(k1, "zeros.npz", small)
+        assert r.status_code == 201 and r.json()["bytes"] >= 122_880
+        r = _upload_bytes(k1, "zeros2.npz", small)
+        assert r.status_code == 429 and "unpacks to" in r.json()["detail"]
+        assert [d["name"] for d in k1.get("/v1/datasets").json()["items"]] == ["zeros.npz"]
+        k1.delete(f"/v1/datasets/{k1.get('/v1/datasets').json()['items'][0]['id']}")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, x=np.zeros((1200, 32, 32, 3), np.uint8))  # 3.7 MB of zeros
+        r = _upload_bytes(k1, "bomb.npz", buf.getvalue())
+        assert r.status_code == 422 and "compression ratio" in r.json()["detail"]

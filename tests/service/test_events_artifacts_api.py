@@ -125,6 +125,16 @@ def test_artifact_list_and_download_with_digest_etag_and_range(alice, finished_j
     assert same.status_code == 304 and same.content == b""
 
 
+@pytest.mark.parametrize("range_, status", [("bytes=abc", 400), ("lines=1-2", 400), ("bytes=999999999-", 416)])
+def test_bad_range_is_answered_in_the_json_error_model(alice, finished_job, range_, status):
+    job_id, files, _ = finished_job
+    r = alice.get(f"/v1/jobs/{job_id}/artifacts/encoder.safetensors", headers={"Range": range_})
+    assert r.status_code == status and r.headers["content-type"] == "application/json"
+    assert "Range" in r.json()["detail"]
+    if status == 416:
+        assert r.headers["content-range"] == f"bytes */{len(files['encoder.safetensors'])}"
+
+
 def test_missing_artifact_is_404_json(alice, finished_job):
     job_id, _, _ = finished_job
     for name in ("nothing.bin", "..%2F..%2Fdcl.db"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import ALICE
+from tests.service.conftest import ALICE, image_zip
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +43,13 @@ def test_submit_returns_202_with_location_and_the_full_spec(alice):
     ({"dataset": {"source": "torchvision:CIFAR10", "download": True}}, "config.dataset.download"),
     ({"dataset": "dataset:ds_00000000deadbeef"}, "config.dataset.source"),
     ({"dataset": "dataset:nope"}, "config.dataset.source"),
+    # Accepted once, then failed at run time every time (issue 9, bug 7):
+    ({"seed": 2 * 10**10}, "config.seed"),
+    ({"projection_dim": 10**9}, "config.projection_dim"),
+    ({"projection_hidden_dim": 10**9}, "config.projection_hidden_dim"),
+    ({"batch_size": 2000}, "config.batch_size"),  # builtin:digits has 1,437 training images
+    ({"batch_size": 32, "dataset": {"source": "builtin:digits", "max_images": 20}}, "config.batch_size"),
+    ({"dataset": "torchvision:SVHN"}, "config.dataset.source"),  # not on this server's disk
 ])
 def test_bad_config_is_422_naming_the_field(alice, config, field):
     r = submit(alice, config)
@@ -175,3 +182,39 @@ def test_progress_eta_and_metrics_series(alice, api_store):
     assert [r["step"] for r in series["items"]] == [10, 20, 25] and series["next_since"] == 25
     newer = alice.get(f"/v1/jobs/{job_id}/metrics", params={"since": 10}).json()
     assert [r["step"] for r in newer["items"]] == [20, 25]
+
+
+def test_a_batch_larger_than_an_uploaded_dataset_is_422(alice, tmp_path):
+    with open(image_zip(tmp_path / "pets.zip"), "rb") as f:
+        dataset = alice.post("/v1/datasets", files={"file": ("pets.zip", f, "application/zip")}).json()
+    r = submit(alice, {"dataset": dataset["source"], "batch_size": 8})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "config.batch_size"
+    assert "more than the 6 images" in r.json()["detail"]
+    assert submit(alice, {"dataset": dataset["source"], "batch_size": 6}).status_code == 202
+
+
+def test_torchvision_dataset_on_disk_is_accepted_and_the_message_hides_server_paths(alice, api):
+    r = submit(alice, {"dataset": "torchvision:CIFAR10"})
+    assert r.status_code == 422 and "DCL_TORCHVISION_ROOT" in r.json()["detail"]
+    assert str(api.data_dir) not in r.text
+    folder = api.data_dir / "torchvision" / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"x")
+    assert submit(alice, {"dataset": "torchvision:CIFAR10"}).status_code == 202
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_value_in_a_bounded_field_is_reported_as_such(alice, value):
+    body = '{"type": "pretrain", "config": {"temperature": %s}}' % value
+    r = alice.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    error = r.json()["errors"][0]
+    assert error["field"] == "config.temperature" and "finite number" in error["msg"], error
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_job_without_the_json_content_type_is_415_saying_so(alice, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    r = alice.post("/v1/jobs", content=b'{"type": "pretrain"}', headers=headers)
+    assert r.status_code == 415 and "Content-Type: application/json" in r.json()["detail"]

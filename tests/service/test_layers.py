@@ -13,7 +13,8 @@ import pytest
 from tests.fixtures.servers import REPO_ROOT, dcl_env, run_api_server
 from tests.service.conftest import image_zip
 
-ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.archive", "dcl_core.files", "dcl_core.cli"}
+ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.archive", "dcl_core.files", "dcl_core.cli",
+                    "dcl_core.encoders", "dcl_core.catalog"}
 """dcl_core modules that import neither torch nor torchvision (the service may use these)."""
 
 FORBIDDEN_ROOTS = {"torch", "torchvision", "worker"}

@@ -54,6 +54,37 @@ def test_expired_lease_can_be_reclaimed_and_attempts_are_counted(store):
     assert store.heartbeat(job["id"], "w2", 60) is True
 
 
+def test_a_dead_holders_live_lease_is_taken_over_only_when_named(store):
+    job = new_job(store)
+    assert store.claim(job["id"], "node/11", lease_s=60) is not None
+    assert store.claim(job["id"], "node/12", lease_s=60, dead_holder="node/99") is None  # not the holder
+    taken = store.claim(job["id"], "node/12", lease_s=60, dead_holder="node/11")
+    assert taken["worker"] == "node/12" and taken["attempts"] == 2
+    assert store.heartbeat(job["id"], "node/11", 60) is False
+    store.cancel(job["id"], "alice")  # a cancel request is never overridden by a takeover
+    assert store.claim(job["id"], "node/13", lease_s=60, dead_holder="node/12") is None
+
+
+def test_a_workers_running_jobs_are_found_by_its_node_and_their_leases_ended(store):
+    mine, other = new_job(store), new_job(store)
+    store.claim(mine["id"], "n_1@h/10", lease_s=60)
+    store.claim(other["id"], "nx1@h/10", lease_s=60)  # `_` matches itself only
+    assert store.running_held_by("n_1@h/") == [{"id": mine["id"], "worker": "n_1@h/10"}]
+    assert store.expire_lease(mine["id"], "n_1@h/11") is False  # not its holder
+    assert store.expire_lease(mine["id"], "n_1@h/10") is True
+    assert [j["id"] for j in store.stale_jobs()] == [mine["id"]]
+
+
+def test_release_undoes_a_claim_without_counting_it(store):
+    job = new_job(store)
+    store.claim(job["id"], "w1", lease_s=60)
+    assert store.release(job["id"], "w2") is False  # only the holder may
+    assert store.release(job["id"], "w1") is True
+    row = store.get_job(job["id"])
+    assert row["status"] == "queued" and row["worker"] is None and row["attempts"] == 0
+    assert store.claim(job["id"], "w2", lease_s=60)["attempts"] == 1
+
+
 def test_heartbeat_keeps_the_lease(store):
     job = new_job(store)
     store.claim(job["id"], "w1", lease_s=0.5)

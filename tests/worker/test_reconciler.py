@@ -3,6 +3,10 @@ transport, and a redis-server on a free port."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -101,6 +105,20 @@ def test_a_dead_workers_job_with_a_cancel_request_ends_cancelled(store, broker_s
     assert pending_job_ids(celery, ["cpu"]) == set()
 
 
+def test_a_job_the_reconciler_cancels_lists_its_checkpoint(store, broker_settings, celery):
+    job = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    store.claim(job["id"], "dead-worker", lease_s=60)
+    checkpoints = broker_settings.artifacts_dir / job["id"] / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.pt").write_bytes(b"resumable state")  # what the dead worker left
+    store.cancel(job["id"], "me")
+    expire_lease(store, job["id"])
+    assert reconcile(store, broker_settings, celery) == [(job["id"], "cancelled")]
+    listed = {a["name"]: a for a in store.artifacts(job["id"])}
+    assert listed["checkpoint.pt"]["size"] == len(b"resumable state")
+    assert listed["checkpoint.pt"]["sha256"] == hashlib.sha256(b"resumable state").hexdigest()
+
+
 def test_a_job_that_keeps_killing_its_worker_is_failed(store, broker_settings, celery):
     job = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
     store.claim(job["id"], "dead-worker", lease_s=60)
@@ -128,3 +146,21 @@ def test_the_reconciler_thread_records_the_worker_and_requeues(store, broker_set
         reconciler.stop()
     assert [w["name"] for w in store.workers_seen(60)] == ["dcl-test@host", "dead-worker"]
     assert pending_job_ids(celery, ["gpu"]) == {job["id"]}
+
+
+def test_a_pass_ends_the_leases_of_this_workers_dead_processes_and_requeues_their_jobs(
+        store, broker_settings, celery):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pool process that died
+    node = "dcl_a@host"
+    dead = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    live = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    elsewhere = store.create_job("me", "pretrain", CPU_SPEC, queue="cpu")
+    store.claim(dead["id"], f"{node}/{child.pid}", lease_s=60)
+    store.claim(live["id"], f"{node}/{os.getpid()}", lease_s=60)
+    store.claim(elsewhere["id"], f"dclxa@host/{child.pid}", lease_s=60)  # another worker (and `_` is no wildcard)
+    reconciler = Reconciler(broker_settings, celery, interval_s=3600, worker_info={"node": node})
+    assert reconciler.run_once() == [(dead["id"], "requeued")]
+    assert store.get_job(dead["id"])["status"] == "queued"
+    assert pending_job_ids(celery, ["cpu"]) == {dead["id"]}
+    assert [store.get_job(j["id"])["status"] for j in (live, elsewhere)] == ["running", "running"]

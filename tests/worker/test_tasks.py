@@ -19,6 +19,7 @@ from tests.worker.conftest import (
     pretrain_spec,
     wait_until,
 )
+from tests.fixtures.volumes import FailingWrites, tmpfs
 from worker import engine
 from worker.tasks import disk_message, execute_job, list_artifacts, publish_checkpoint, runtime_limit_s
 
@@ -51,7 +52,9 @@ def test_pretrain_job_succeeds_with_metrics_and_checksummed_artifacts(store, set
 
     run_dir = settings.artifacts_dir / job["id"]
     recorded = {a["name"]: a for a in store.artifacts(job["id"])}
-    assert set(recorded) == {"encoder.safetensors", "encoder.json", "metrics.jsonl"}
+    assert {name for name in recorded if not name.startswith("tensorboard/")} == {
+        "encoder.safetensors", "encoder.json", "metrics.jsonl"}
+    assert [name for name in recorded if name.startswith("tensorboard/events.out.tfevents.")]
     for name, artifact in recorded.items():
         data = (run_dir / name).read_bytes()
         assert artifact["size"] == len(data)
@@ -152,6 +155,32 @@ def test_a_full_artifact_volume_fails_the_job_and_never_leaves_a_truncated_encod
     assert store.artifacts(job["id"]) == []
     assert not (run_dir / "encoder.safetensors").exists()
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no half-written temporary
+
+
+def test_a_checkpoint_that_fills_the_volume_fails_the_job_with_the_disk_full_message(tmp_path, monkeypatch):
+    """Issue 9, bug 8: torch.save turned ENOSPC into RuntimeError("... unexpected pos"). The
+    artifact volume is a real 256 KiB tmpfs where the machine allows a mount; elsewhere the
+    checkpoint's writes fail with ENOSPC at the OS call."""
+    from service.store import JobStore
+
+    with tmpfs(tmp_path / "artifacts", 256 * 1024) as volume:
+        if volume is None:
+            real_fdopen = os.fdopen
+
+            def fdopen(fd, *args, **kwargs):
+                handle = real_fdopen(fd, *args, **kwargs)
+                return FailingWrites(handle) if "last.pt" in os.readlink(f"/proc/self/fd/{fd}") else handle
+
+            monkeypatch.setattr(os, "fdopen", fdopen)
+        settings = make_settings(tmp_path / "data", artifacts_dir=tmp_path / "artifacts")
+        store = JobStore(settings.database_url)
+        config = {**TINY_CONFIG, "checkpoint_every_steps": 1}  # ~3 MB of state
+        job = store.create_job("me", "pretrain", pretrain_spec(config))
+        assert run(job["id"], store, settings) == "failed"
+        error = store.get_job(job["id"])["error"]
+        assert error.startswith("no space left on the artifact volume (DCL_ARTIFACTS_DIR="), error
+        assert "last.pt" in error and "free space there and resubmit the job" in error
+        store.dispose()
 
 
 @pytest.mark.parametrize("code, start, fix", [
@@ -258,3 +287,41 @@ def test_list_artifacts_skips_folders_and_hidden_temporaries(tmp_path):
     (tmp_path / ".encoder.safetensors.tmp").write_bytes(b"half")
     (tmp_path / "encoder.json").write_text("{}")
     assert list_artifacts(tmp_path) == [("encoder.json", 2, hashlib.sha256(b"{}").hexdigest())]
+
+
+def _probe_spec(encoder_job: str) -> dict:
+    return {
+        "type": "linear_probe", "encoder_job": encoder_job, "device": "cpu", "epochs": 20,
+        "train": {"source": "builtin:digits", "max_images": 100},
+        "test": {"source": "builtin:digits", "split": "test", "max_images": 50},
+    }
+
+
+@pytest.mark.parametrize("job_type", ["linear_probe", "embed"])
+def test_a_probe_or_embed_cancelled_while_running_ends_cancelled(store, settings, pretrained, monkeypatch, job_type):
+    # Issue 9, item 11: probe and embed never polled should_stop; a cancelled probe could end `succeeded`.
+    spec = _probe_spec(pretrained["id"]) if job_type == "linear_probe" else {
+        "type": "embed", "encoder_job": pretrained["id"], "device": "cpu", "data": {"source": "builtin:digits"}}
+    job = store.create_job("me", job_type, spec)
+    claim = store.claim
+
+    def claim_then_cancel(*args, **kwargs):  # the user cancels the moment the job is running
+        claimed = claim(*args, **kwargs)
+        assert store.cancel(job["id"], "me")["cancel_requested"] is True
+        return claimed
+
+    monkeypatch.setattr(store, "claim", claim_then_cancel)
+    assert run(job["id"], store, settings) == "cancelled"
+    done = store.get_job(job["id"])
+    assert done["status"] == "cancelled" and done["result"] is None
+    assert store.artifacts(job["id"]) == []
+
+
+def test_a_probe_past_its_run_time_cap_fails_with_that_reason(tmp_path, pretrained, settings):
+    from service.store import JobStore
+
+    capped = make_settings(settings.data_dir, max_job_runtime_s=1e-6)
+    store = JobStore(capped.database_url)
+    job = store.create_job("me", "linear_probe", _probe_spec(pretrained["id"]))
+    assert run(job["id"], store, capped) == "failed"
+    assert "maximum run time" in store.get_job(job["id"])["error"]

@@ -1,0 +1,99 @@
+// Jobs: newest first, filtered by status and type, a page at a time, refreshed every few seconds.
+import { get, schema } from "../api.js";
+import { badge, clear, errorBox, fmtAgo, fmtDuration, fmtNumber, h, jobFacts, parseHashQuery, progressBar,
+  scoreText, shortId } from "../ui.js";
+
+const PAGE = 25;
+const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+async function jobTypes() {
+  // From the API's own schema, so a new job type (sweep) shows up without a page change.
+  try {
+    const params = (await schema()).paths["/v1/jobs"].get.parameters;
+    const type = params.find((p) => p.name === "type").schema;
+    return (type.anyOf || [type]).flatMap((s) => s.enum || []);
+  } catch (_) {
+    return ["pretrain", "linear_probe", "embed"];
+  }
+}
+
+export async function jobsPage(main) {
+  const q = parseHashQuery();
+  const state = { status: q.get("status") || "", type: q.get("type") || "", offset: Number(q.get("offset") || 0) };
+  const selected = new Set();
+  const types = await jobTypes();
+
+  const select = (name, options) => h("select", { "data-filter": name, onchange: (e) => {
+    state[name] = e.target.value; state.offset = 0; load(); } },
+    h("option", { value: "" }, `any ${name}`), options.map((o) => h("option", { value: o, selected: state[name] === o }, o)));
+  const compareBtn = h("button", { disabled: true, onclick: () => {
+    location.hash = `#/compare?ids=${[...selected].join(",")}`; } }, "Compare selected");
+  const summary = h("span.muted");
+  const prev = h("button.ghost", { onclick: () => { state.offset = Math.max(0, state.offset - PAGE); load(); } }, "‹ Newer");
+  const next = h("button.ghost", { onclick: () => { state.offset += PAGE; load(); } }, "Older ›");
+  const tbody = h("tbody");
+  const message = h("div");
+
+  clear(main,
+    h("div.page-head", {}, h("h1", {}, "Jobs"), h("div.spacer"),
+      h("a.button.primary", { href: "#/new" }, "New run")),
+    h("div.toolbar", {}, select("status", STATUSES), select("type", types), compareBtn, h("div.spacer"), summary, prev, next),
+    message,
+    h("div.table-wrap", {}, h("table.jobs", {},
+      h("thead", {}, h("tr", {}, ["", "Job", "Status", "Type", "Method", "Batch", "Encoder", "Progress", "ETA",
+        "Final loss", "Scores", "Created"].map((t) => h("th", {}, t)))),
+      tbody)));
+
+  const updateCompare = () => {
+    compareBtn.disabled = selected.size < 2 || selected.size > 10;
+    compareBtn.textContent = selected.size ? `Compare selected (${selected.size})` : "Compare selected";
+  };
+
+  const row = (job) => {
+    const f = jobFacts(job);
+    const p = job.progress || {};
+    const kids = job.children;
+    return h("tr", { "data-job": job.id, "data-status": job.status },
+      h("td", {}, h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${job.id}`,
+        onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); updateCompare(); } })),
+      h("td.mono", {}, h("a", { href: `#/job/${job.id}`, title: job.id }, shortId(job.id))),
+      h("td", {}, badge(job.status)),
+      h("td", {}, job.type, kids ? h("span.muted", {}, ` (${kids.total})`) : null),
+      h("td", {}, f.method || "–"),
+      h("td.num", {}, f.batch ?? "–"),
+      h("td", {}, f.encoder || "–"),
+      h("td", {}, progressBar(job), h("span.small.muted", {},
+        p.total_steps ? `${p.step} / ${p.total_steps}` : (kids ? `${kids.succeeded + kids.failed + kids.cancelled} / ${kids.total}` : ""))),
+      h("td.num", {}, job.status === "running" ? fmtDuration(p.eta_s) : "–"),
+      h("td.num", {}, fmtNumber(f.loss)),
+      h("td", {}, scoreText(f.scores)),
+      h("td", { title: job.created_at }, fmtAgo(job.created_at)));
+  };
+
+  let timer = null;
+  let gone = false;
+  async function load() {
+    clearTimeout(timer);
+    const params = new URLSearchParams({ limit: PAGE, offset: state.offset });
+    if (state.status) params.set("status", state.status);
+    if (state.type) params.set("type", state.type);
+    try {
+      const page = await get(`/v1/jobs?${params}`);
+      if (gone) return;
+      clear(message);
+      clear(tbody, page.items.length ? page.items.map(row) :
+        h("tr", {}, h("td.empty", { colSpan: 12 }, page.total ? "No jobs on this page." :
+          h("span", {}, "No jobs yet. ", h("a", { href: "#/new" }, "Start a run"), "."))));
+      const first = page.total ? page.offset + 1 : 0;
+      summary.textContent = `${first.toLocaleString()}–${(page.offset + page.items.length).toLocaleString()} of ${page.total.toLocaleString()}`;
+      prev.disabled = page.offset === 0;
+      next.disabled = page.offset + page.items.length >= page.total;
+    } catch (err) {
+      if (gone) return;
+      clear(message, errorBox(err));
+    }
+    if (!gone) timer = setTimeout(load, document.hidden ? 15000 : 3000);
+  }
+  await load();
+  return () => { gone = true; clearTimeout(timer); };
+}

@@ -1,0 +1,41 @@
+// A sweep (a parent job whose children are pretrain runs): its counts, its table of runs and
+// scores, mean ± std by setting, and the accuracy.png it drew. Shown when the API has sweeps.
+import { request } from "../api.js";
+import { badge, card, clear, errorBox, fmtPct, h, shortId } from "../ui.js";
+
+const paramText = (params) => Object.entries(params || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
+
+export function childIds(job) {
+  return ((job.result && job.result.rows) || []).map((r) => r.job_id).filter(Boolean);
+}
+
+export async function sweepSection(job) {
+  const r = job.result || {};
+  const kids = job.children;
+  const parts = [];
+  if (kids) parts.push(h("div.chips", {}, ["queued", "running", "succeeded", "failed", "cancelled"]
+    .map((s) => h(`span.chip.s-${s}`, {}, `${s} ${kids[s] ?? 0}`)), h("span.chip", {}, `total ${kids.total}`)));
+  if (Array.isArray(r.summary) && r.summary.length) {
+    parts.push(h("h4", {}, "By setting (linear probe accuracy)"), h("table", {},
+      h("thead", {}, h("tr", {}, ["Setting", "Runs", "Mean", "Std"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, r.summary.map((s) => h("tr", {}, h("td.mono", {}, paramText(s.params)), h("td.num", {}, s.n),
+        h("td.num", {}, fmtPct(s.mean)), h("td.num", {}, s.std === null || s.std === undefined ? "–" : `±${(100 * s.std).toFixed(1)}`))))));
+  }
+  if (Array.isArray(r.rows) && r.rows.length) {
+    parts.push(h("h4", {}, "Runs"), h("table.sweep-rows", {},
+      h("thead", {}, h("tr", {}, ["Job", "Status", "Settings", "Linear", "kNN", "Error"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, r.rows.map((row) => h("tr", {},
+        h("td.mono", {}, row.job_id ? h("a", { href: `#/job/${row.job_id}` }, shortId(row.job_id)) : "–"),
+        h("td", {}, row.status ? badge(row.status) : "–"), h("td.mono", {}, paramText(row.params)),
+        h("td.num", {}, fmtPct(row.scores && row.scores.linear_top1)), h("td.num", {}, fmtPct(row.scores && row.scores.knn_top1)),
+        h("td.small", {}, row.error || ""))))));
+    const ids = childIds(job).slice(0, 10);
+    if (ids.length >= 2) parts.push(h("p", {}, h("a.button", { href: `#/compare?ids=${ids.join(",")}` }, `Compare ${ids.length} runs`)));
+  }
+  const figure = h("div.figure");
+  parts.push(figure);
+  request("GET", `/v1/jobs/${job.id}/artifacts/accuracy.png`, { raw: true })
+    .then(async (res) => clear(figure, h("img", { src: URL.createObjectURL(await res.blob()), alt: "accuracy against the swept setting" })))
+    .catch((err) => { if (err.status !== 404) clear(figure, errorBox(err)); });
+  return card("Sweep", parts.length > 1 ? parts : [h("p.muted", {}, "No runs yet."), ...parts]);
+}
