@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported only now: CUDA_VISIBLE_DEVICES is set before anything could load torch.
     from service.settings import get_settings
     from worker.app import app
-    from worker.forking import install_fork_guards
+    from worker.forking import guard_sqlalchemy_broker, install_fork_guards
     from worker.reconciler import Reconciler
 
     settings = get_settings()
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                      "concurrency": args.concurrency,
                      "pid": pid},
     ).start()
-    install_fork_guards([reconciler.pass_lock])
+    install_fork_guards([reconciler.pass_lock, guard_sqlalchemy_broker()])
     argv = [
         "worker",
         f"--hostname={name}",

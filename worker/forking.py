@@ -9,20 +9,48 @@ instant stays held forever in the child. Two such locks bite here:
 - the buffered stream under a logging handler (CPython does not reset it after a fork):
   the child hangs at its first log line, before it even claims its job;
 - SQLite's per-process lock bookkeeping during a reconciler pass: the child's own
-  writes then fail with "database is locked".
+  writes then fail with "database is locked";
+- SQLite's process-wide mutexes while the main thread polls the embedded broker: the
+  child hangs in its first `sqlite3.connect`, a job received and never claimed.
 
-`install_fork_guards` makes a fork wait until no thread is inside a logging handler or
-a reconciler pass (they are short), and releases them on both sides afterwards.
+`install_fork_guards` makes a fork wait until no thread is inside a logging handler, a
+reconciler pass or a broker query (they are short), and releases them on both sides afterwards.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections.abc import Iterable
 
 _installed = False
+
+BROKER_LOCK = threading.RLock()
+"""Held by every query of the SQLite-backed broker (kombu's sqlalchemy transport)."""
+
+_BROKER_QUERIES = ("_get_or_create", "_put", "_get", "_query_all", "_purge", "_size")
+
+
+def guard_sqlalchemy_broker() -> threading.RLock:
+    """Make each of kombu's sqlalchemy-transport queries hold BROKER_LOCK; returns the lock,
+    for `install_fork_guards`. Idempotent."""
+    from kombu.transport import sqlalchemy as transport
+
+    for name in _BROKER_QUERIES:
+        query = getattr(transport.Channel, name)
+        if getattr(query, "_holds_broker_lock", False):
+            continue
+
+        @functools.wraps(query)
+        def guarded(self, *args, _query=query, **kwargs):
+            with BROKER_LOCK:
+                return _query(self, *args, **kwargs)
+
+        guarded._holds_broker_lock = True
+        setattr(transport.Channel, name, guarded)
+    return BROKER_LOCK
 
 
 def _all_handlers() -> list[logging.Handler]:

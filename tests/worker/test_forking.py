@@ -60,3 +60,32 @@ def test_fork_waits_for_logging_handlers_and_reconciler_passes():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
     assert out.stderr.count("child logged") == 2
+
+
+def test_every_embedded_broker_query_holds_the_lock_a_fork_waits_for(tmp_path):
+    """The main thread polls the SQLite broker while the pool forks from another thread; a fork
+    inside a query left SQLite's mutexes held in the child, which hung at its first connect."""
+    from kombu import Connection
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from worker.forking import BROKER_LOCK, guard_sqlalchemy_broker
+
+    assert guard_sqlalchemy_broker() is BROKER_LOCK
+    held: list[bool] = []
+
+    def record(*_args):
+        held.append(BROKER_LOCK._is_owned())
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        with Connection(f"sqla+sqlite:///{tmp_path}/broker.db") as connection:
+            queue = connection.SimpleQueue("jobs")
+            queue.put({"job": 1})
+            message = queue.get(timeout=5)
+            message.ack()
+            assert message.payload == {"job": 1}
+            queue.close()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert held and all(held), held
