@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import sys
 import time
 import zipfile
@@ -152,13 +153,17 @@ def results_table(result: dict) -> str:
         values += [percent(scores.get("linear_top1")), percent(scores.get("knn_top1")), cell(status)]
         lines.append("| " + " | ".join(values) + " |")
     summary = [item for item in (result.get("summary") or []) if isinstance(item, dict)]
-    if summary:
-        flat = [{**(item.get("params") or {}), **{k: v for k, v in item.items() if k != "params"}}
-                for item in summary]
-        columns = list(dict.fromkeys(key for item in flat for key in item))
-        lines += ["", "Summary over seeds:", "",
-                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(cell(item.get(c)) for c in columns) + " |" for item in flat]
+    if any((item.get("n") or 0) > 1 for item in summary):  # one seed a point: the table above says it all
+        params = list(dict.fromkeys(key for item in summary for key in (item.get("params") or {})))
+        scores = list(dict.fromkeys(key for item in summary for key in (item.get("mean") or {})))
+        lines += ["", "Mean ± std over seeds (top-1 %):", "",
+                  "| " + " | ".join(params + ["n"] + scores) + " |", "|" + "---|" * (len(params) + 1 + len(scores))]
+        for item in summary:
+            mean, std = item.get("mean") or {}, item.get("std") or {}
+            cells = [cell((item.get("params") or {}).get(p)) for p in params] + [cell(item.get("n"))]
+            cells += [f"{100 * mean[k]:.1f} ± {100 * (std.get(k) or 0):.1f}" if mean.get(k) is not None else "-"
+                      for k in scores]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -175,7 +180,7 @@ def wall_time_s(job: dict) -> float | None:
 def section(job: dict, *, args, state: dict, plot: str | None) -> str:
     wall = wall_time_s(job)
     wall_text = f"{wall / 60:.1f} min ({wall:.0f} s)" if wall is not None else "unknown"
-    command = "python benchmarks/reproduce_dcl_cifar.py " + " ".join(state["argv"])
+    command = "python benchmarks/reproduce_dcl_cifar.py " + shlex.join(state["argv"])
     lines = [
         SECTION_START,
         f"## DCL vs SimCLR on CIFAR-10 held-out images ({args.encoder}, {args.epochs} epochs, {args.device_label})",
@@ -186,7 +191,7 @@ def section(job: dict, *, args, state: dict, plot: str | None) -> str:
         f"wall time from submit to the last member's end: **{wall_text}**.",
         f"Data: `{Path(args.data).name}` split by class with seed {args.seed}: {state['train_images']} training "
         f"images, {state['holdout_images']} held out (never trained on; the test split of every score). "
-        "ResNet-18 small stem unless named above, temperature 0.1, linear probe and kNN on the encoder's features.",
+        f"Encoder {args.encoder} (small stem at 32 px), temperature 0.1, linear probe and kNN on the encoder's features.",
         "",
         results_table(job.get("result") or {}),
         "",

@@ -76,7 +76,8 @@ RESULT = {
         {"job_id": "job_2", "status": "failed", "params": {"method": "simclr", "batch_size": 32},
          "scores": {}, "error": "CUDA out of memory | try less"},
     ],
-    "summary": [{"params": {"method": "dcl", "batch_size": 32}, "linear_top1_mean": 0.8461, "n": 1}],
+    "summary": [{"params": {"method": "dcl", "batch_size": 32}, "n": 2,
+                 "mean": {"linear_top1": 0.8461, "knn_top1": 0.8012}, "std": {"linear_top1": 0.0123, "knn_top1": 0.0}}],
 }
 
 
@@ -85,8 +86,13 @@ def test_the_table_has_a_row_per_grid_point_in_percent():
     assert lines[0] == "| method | batch_size | linear top-1 % | kNN top-1 % | status |"
     assert lines[2] == "| dcl | 32 | 84.6 | 80.1 | succeeded |"
     assert lines[3] == "| simclr | 32 | - | - | failed: CUDA out of memory \\| try less |"
-    assert "| method | batch_size | linear_top1_mean | n |" in lines
-    assert "| dcl | 32 | 84.6 | 1 |" in lines
+    assert "| method | batch_size | n | linear_top1 | knn_top1 |" in lines
+    assert "| dcl | 32 | 2 | 84.6 ± 1.2 | 80.1 ± 0.0 |" in lines
+
+
+def test_one_seed_a_point_has_no_summary_table():
+    single = {**RESULT, "summary": [{**RESULT["summary"][0], "n": 1}]}
+    assert "over seeds" not in repro.results_table(single)
 
 
 def test_the_results_section_is_replaced_not_repeated():
