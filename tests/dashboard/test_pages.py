@@ -204,3 +204,24 @@ def test_jobs_page_pages_and_filters(tmp_path, page):
         page.locator("select[data-filter='status']").select_option("cancelled")
         page.locator(".toolbar", has_text="1–10 of 10").wait_for()
         assert set(page.locator("tr[data-job] .badge").all_inner_texts()) == {"cancelled"}
+
+
+def test_a_sweep_page_shows_its_members_scores_and_plot(stack, page):
+    evaluate = {"train": {"source": "builtin:digits", "image_size": 16, "max_images": 200},
+                "test": {"source": "builtin:digits", "split": "test", "image_size": 16, "max_images": 100},
+                "classifier": "knn"}
+    with stack.client() as c:
+        r = c.post("/v1/jobs", json={"type": "sweep", "config": {**TINY, "max_steps": 3},
+                                     "grid": {"method": ["dcl", "simclr"]}, "evaluate": evaluate})
+        assert r.status_code == 202, r.text
+        sweep_id = r.json()["id"]
+        assert wait_job(c, sweep_id, timeout_s=240)["status"] == "succeeded"
+    page.goto(stack.url + f"/#/job/{sweep_id}")
+    page.locator(".figure img").wait_for()
+    rows = page.locator("table.sweep-rows tbody tr")
+    assert rows.count() == 2
+    assert [t.strip() for t in rows.locator("td:nth-child(3)").all_inner_texts()] == ['method="dcl"', 'method="simclr"']
+    assert all(t.endswith("%") for t in rows.locator("td:nth-child(5)").all_inner_texts())  # kNN scores
+    by_setting = page.locator("h4:has-text('By setting') + table tbody tr td:nth-child(4)").all_inner_texts()
+    assert len(by_setting) == 2 and all("%" in t and "NaN" not in t for t in by_setting), by_setting
+    screenshot(page, "sweep")

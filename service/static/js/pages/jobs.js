@@ -53,14 +53,16 @@ export async function jobsPage(main) {
     const f = jobFacts(job);
     const p = job.progress || {};
     const kids = job.children;
+    const grid = (job.spec && job.spec.grid) || {};  // a sweep: show the swept values, not the base's
+    const swept = (key, base) => (Array.isArray(grid[key]) ? grid[key].join(" / ") : base);
     return h("tr", { "data-job": job.id, "data-status": job.status },
       h("td", {}, h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${job.id}`,
         onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); updateCompare(); } })),
       h("td.mono", {}, h("a", { href: `#/job/${job.id}`, title: job.id }, shortId(job.id))),
       h("td", {}, badge(job.status)),
       h("td", {}, job.type, kids ? h("span.muted", {}, ` (${kids.total})`) : null),
-      h("td", {}, f.method || "–"),
-      h("td.num", {}, f.batch ?? "–"),
+      h("td", {}, swept("method", f.method) || "–"),
+      h("td.num", {}, swept("batch_size", f.batch) ?? "–"),
       h("td", {}, f.encoder || "–"),
       h("td", {}, progressBar(job), h("span.small.muted", {},
         p.total_steps ? `${p.step} / ${p.total_steps}` : (kids ? `${kids.succeeded + kids.failed + kids.cancelled} / ${kids.total}` : ""))),

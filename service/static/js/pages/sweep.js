@@ -16,10 +16,13 @@ export async function sweepSection(job) {
   if (kids) parts.push(h("div.chips", {}, ["queued", "running", "succeeded", "failed", "cancelled"]
     .map((s) => h(`span.chip.s-${s}`, {}, `${s} ${kids[s] ?? 0}`)), h("span.chip", {}, `total ${kids.total}`)));
   if (Array.isArray(r.summary) && r.summary.length) {
-    parts.push(h("h4", {}, "By setting (linear probe accuracy)"), h("table", {},
-      h("thead", {}, h("tr", {}, ["Setting", "Runs", "Mean", "Std"].map((t) => h("th", {}, t)))),
+    // mean and std are per score ({linear_top1, knn_top1}), over the seeds of one setting.
+    const meanStd = (s, key) => (s.mean && typeof s.mean[key] === "number")
+      ? `${fmtPct(s.mean[key])} ± ${(100 * ((s.std && s.std[key]) || 0)).toFixed(1)}` : "–";
+    parts.push(h("h4", {}, "By setting (top-1, mean ± std over seeds)"), h("table", {},
+      h("thead", {}, h("tr", {}, ["Setting", "Runs", "Linear", "kNN"].map((t) => h("th", {}, t)))),
       h("tbody", {}, r.summary.map((s) => h("tr", {}, h("td.mono", {}, paramText(s.params)), h("td.num", {}, s.n),
-        h("td.num", {}, fmtPct(s.mean)), h("td.num", {}, s.std === null || s.std === undefined ? "–" : `±${(100 * s.std).toFixed(1)}`))))));
+        h("td.num", {}, meanStd(s, "linear_top1")), h("td.num", {}, meanStd(s, "knn_top1")))))));
   }
   if (Array.isArray(r.rows) && r.rows.length) {
     parts.push(h("h4", {}, "Runs"), h("table.sweep-rows", {},
