@@ -39,11 +39,14 @@ README_PRETRAIN = {
 }
 
 
-# 20 steps an epoch, a checkpoint at each epoch's end, 5 epochs: a worker stopped once the job
-# is past its first checkpoint has steps left to lose, however fast the machine.
+# 20 steps an epoch, a checkpoint at each epoch's end, 20 epochs: a worker stopped once the job
+# is past its first checkpoint has hundreds of steps left to lose, more than a quiet machine runs
+# in the seconds a `restart --timeout 2` takes (with 5 epochs CI once finished first).
 STEPS_PER_EPOCH = 20
-RESUMABLE_HERE = {**RESUMABLE, "epochs": 5, "dataset": {**RESUMABLE["dataset"], "max_images": 8 * STEPS_PER_EPOCH}}
-TOTAL_STEPS = 5 * STEPS_PER_EPOCH
+EPOCHS = 20
+RESUMABLE_HERE = {**RESUMABLE, "epochs": EPOCHS,
+                  "dataset": {**RESUMABLE["dataset"], "max_images": 8 * STEPS_PER_EPOCH}}
+TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
 def past_first_checkpoint(job: dict) -> bool:
