@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from torch import nn
 
 import dcl_core
 from dcl_core.errors import UserError
-from dcl_core.files import write_bytes_atomic, write_json_atomic
+from dcl_core.files import link_or_copy_atomic, write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -278,14 +276,7 @@ def write_hf_folder(run_dir: str | Path, out_dir: str | Path | None = None) -> P
     meta = read_meta(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / HF_WEIGHTS_NAME
-    partial = out_dir / f".{HF_WEIGHTS_NAME}.tmp"
-    partial.unlink(missing_ok=True)
-    try:
-        os.link(weights_path, partial)
-    except OSError:
-        shutil.copyfile(weights_path, partial)
-    os.replace(partial, target)
+    link_or_copy_atomic(weights_path, out_dir / HF_WEIGHTS_NAME)
     write_json_atomic(out_dir / HF_META_NAME, {
         "model_type": HF_MODEL_TYPE, "library_name": "dcl-service", **meta, "weights_file": HF_WEIGHTS_NAME,
     })

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -78,6 +79,23 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy arrays and scalars
         return _jsonable(value.tolist())
     raise TypeError(f"cannot write {type(value).__name__} to JSON: {value!r}")
+
+
+def link_or_copy_atomic(source: str | Path, target: str | Path) -> None:
+    """Put `source`'s bytes at `target` in one rename: a hard link where the filesystem allows
+    (no second copy of a large file), else a copy. The partial file is hidden (`.NAME.tmp`)."""
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.tmp")
+    partial.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(source, partial)
+        except OSError:
+            shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -7,11 +7,9 @@ job whose worker died: either way the job lists the checkpoint it leaves.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
-from dcl_core.files import sha256_file
+from dcl_core.files import link_or_copy_atomic, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +29,9 @@ def publish_checkpoint(run_dir: Path) -> list[tuple[str, int, str]]:
     if not source.is_file():
         return []
     target = run_dir / CHECKPOINT_ARTIFACT
-    partial = run_dir / f".{CHECKPOINT_ARTIFACT}.tmp"  # hidden: never listed as an artifact
-    try:
-        partial.unlink(missing_ok=True)
-        try:
-            os.link(source, partial)
-        except OSError:
-            shutil.copyfile(source, partial)
-        os.replace(partial, target)
+    try:  # the partial file is hidden: never listed as an artifact
+        link_or_copy_atomic(source, target)
         return [(CHECKPOINT_ARTIFACT, target.stat().st_size, sha256_file(target))]
     except OSError:  # the job still ends as it should; the checkpoint stays in checkpoints/
         log.warning("could not publish %s as %s", source, CHECKPOINT_ARTIFACT, exc_info=True)
-        partial.unlink(missing_ok=True)
         return []
