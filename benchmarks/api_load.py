@@ -4,7 +4,7 @@
     python benchmarks/api_load.py --url http://127.0.0.1:8000 --key KEY --clients 50
 
 Without `--url` it starts its own stack in a temporary folder: uvicorn serving
-`service.app` and `python -m worker`, every `DCL_` setting pointed there. It submits a
+`service.api.app` and `python -m worker`, every `DCL_` setting pointed there. It submits a
 tiny pretrain job that outlasts the window (convnet_small on builtin:digits, many epochs),
 waits until the job trains, loads the API, then cancels the job and stops both processes.
 With `--url` it submits the same job to that service (it trains if a worker serves it).
@@ -280,7 +280,7 @@ def local_stack(data_dir: Path, worker_threads: int, worker_nice: int) -> Iterat
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(api_log, "wb") as out:
         api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning", "--timeout-graceful-shutdown", "2"],
             cwd=REPO_ROOT, env=stack_env(data_dir, 1), stdout=out, stderr=subprocess.STDOUT)
     with open(worker_log, "wb") as out:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dcl_core.encoders import ENCODERS, check_encoder_kwargs, check_encoder_name, encoder_entry
+from dcl_core.encoders import check_encoder_kwargs, check_encoder_name, encoder_entry
 from dcl_core.methods import MethodName
 
 TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "SVHN")
@@ -276,36 +276,3 @@ class EmbedConfig(Strict):
     batch_size: int = Field(default=1024, ge=1, le=65536)
     device: Device = "auto"
     precision: Precision = "auto"
-
-
-# The API's job requests, one model a type; `dcl_core.jobtypes` registers them (and JobSpec).
-class Resources(Strict):
-    """What a job holds while it runs."""
-
-    gpus: int = Field(default=1, ge=1, le=64, description=(
-        "Devices the run trains on, one torchrun process each (DDP; negatives gathered across them); "
-        "more than 1 needs a worker started with that many (`dcl worker --gpus 0,1`)."))
-
-
-class PretrainJob(Strict):
-    type: Literal["pretrain"] = "pretrain"
-    config: TrainConfig = TrainConfig()
-    resources: Resources = Resources()
-
-    @model_validator(mode="after")
-    def _batch_splits_over_devices(self) -> "PretrainJob":
-        if self.config.batch_size % self.resources.gpus:
-            raise ValueError(f"config.batch_size {self.config.batch_size} must be divisible by resources.gpus "
-                             f"{self.resources.gpus} (each device trains on an equal share of every batch)")
-        return self
-
-
-class ProbeJob(ProbeConfig):
-    type: Literal["linear_probe"] = "linear_probe"
-    encoder_job: str = Field(min_length=1, max_length=64, pattern=JOB_ID, description="Id of a succeeded pretrain job.")
-
-
-class EmbedJob(EmbedConfig):
-    type: Literal["embed"] = "embed"
-    encoder_job: str = Field(min_length=1, max_length=64, pattern=JOB_ID)
-

@@ -1,6 +1,6 @@
 """Sweeps: one pretrain job per point of a grid over TrainConfig fields, and their table.
 
-A request `{"type": "sweep", "config": BASE, "grid": {"method": ["dcl", "simclr"],
+A sweep job (`dcl_core.jobs.sweep`) `{"type": "sweep", "config": BASE, "grid": {"method": ["dcl", "simclr"],
 "batch_size": [32, 64], "seed": [0, 1]}, "evaluate": EVAL}` expands to the product of the
 grid's values (keys are field paths, dotted for nested fields: `"augment.crop_scale"`), each
 point applied to BASE and validated up front. The table (`sweep_result`) has one row a point
@@ -15,61 +15,15 @@ import csv
 import io
 import itertools
 import json
-import math
 import statistics
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ValidationError
 
-from dcl_core.config import EvaluateConfig, PretrainJob, Strict, TrainConfig
-
-MAX_POINTS = 256
-"""Most grid points (child jobs) one sweep may make."""
+from dcl_core.config import TrainConfig
 
 SCORES = ("linear_top1", "knn_top1")
 """What an evaluated pretrain job's `result["scores"]` may hold (fractions, 0..1)."""
-
-
-class SweepJob(Strict):
-    type: Literal["sweep"] = "sweep"
-    config: TrainConfig = TrainConfig()
-    grid: dict[str, list[Any]] = Field(
-        min_length=1,
-        description="Field path -> values; one pretrain job per combination, e.g. "
-        '{"method": ["dcl", "simclr"], "batch_size": [32, 64], "seed": [0, 1]}.',
-    )
-    evaluate: EvaluateConfig | None = Field(
-        default=None, description="Scores every member when its training ends (else config.evaluate)."
-    )
-
-    @field_validator("grid")
-    @classmethod
-    def _valid_grid(cls, grid: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
-        for path, values in grid.items():
-            check_path(path)
-            if not values:
-                raise ValueError(f"{path}: give at least one value")
-        count = math.prod(len(values) for values in grid.values())
-        if count > MAX_POINTS:
-            raise ValueError(f"{count} grid points, more than the {MAX_POINTS} one sweep may have; "
-                             "split it into several sweeps")
-        base = info.data.get("config")
-        if base is not None:  # else the config's own error is reported
-            for params in grid_points(grid):
-                member_config(base, params)
-        return grid
-
-    def points(self) -> list[dict[str, Any]]:
-        return grid_points(self.grid)
-
-    def child_specs(self) -> list[PretrainJob]:
-        """The pretrain jobs the sweep makes (the job registry's `has_children` contract)."""
-        return [PretrainJob(config=config) for config in self.member_configs()]
-
-    def member_configs(self) -> list[TrainConfig]:
-        """Every member's config, in grid order (the last key varies fastest)."""
-        base = self.config if self.evaluate is None else self.config.model_copy(update={"evaluate": self.evaluate})
-        return [member_config(base, params) for params in self.points()]
 
 
 def check_path(path: str) -> None:

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from dcl_core.jobtypes import JOB_TYPES
+from dcl_core.jobs import JOB_TYPES
 
 
 def register(subparsers) -> None:
@@ -92,7 +92,7 @@ def register(subparsers) -> None:
 def cmd_serve(args) -> int:
     from dcl_core.errors import UserError
     from service.serve import serve
-    from service.settings import get_settings, is_loopback
+    from service.control.settings import get_settings, is_loopback
 
     settings = get_settings()
     host = args.host or settings.host

@@ -96,7 +96,7 @@ def _stopped(signum, _frame) -> None:
 
 
 def serve(host: str, port: int, log_level: str, embedded: bool, banner: str) -> None:
-    config = uvicorn.Config("service.app:create_app", factory=True, host=host, port=port,
+    config = uvicorn.Config("service.api.app:create_app", factory=True, host=host, port=port,
                             log_level=log_level, timeout_graceful_shutdown=API_GRACE_S)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped)

@@ -136,7 +136,7 @@ def command_argv(command) -> list[str]:
 
 
 def settings_fields() -> tuple[str, dict]:
-    from service.settings import Settings
+    from service.control.settings import Settings
 
     return Settings.model_config.get("env_prefix", ""), Settings.model_fields
 
@@ -384,7 +384,7 @@ def test_every_dcl_variable_set_is_a_setting(services):
         for var in env_of(service):
             if var.upper().startswith(prefix):
                 field = var[len(prefix):].lower()
-                assert field in fields, f"{name} sets {var}, which service.settings.Settings does not read"
+                assert field in fields, f"{name} sets {var}, which service.control.settings.Settings does not read"
 
 
 def test_dockerfile_env_dcl_variables_are_settings():
@@ -398,7 +398,7 @@ def test_dockerfile_env_dcl_variables_are_settings():
 
 
 def test_the_values_compose_sets_are_valid_settings(compose_model, monkeypatch):
-    from service.settings import Settings
+    from service.control.settings import Settings
 
     for key in list(os.environ):
         if key.startswith("DCL_"):

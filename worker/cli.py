@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s",
     )
     # Imported only now: CUDA_VISIBLE_DEVICES is set before anything could load torch.
-    from service.settings import get_settings
+    from service.control.settings import get_settings
     from worker.app import app
     from worker.forking import guard_sqlalchemy_broker, install_fork_guards
     from worker.reconciler import Reconciler
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preload:
         # Jobs start seconds sooner: children fork with torch loaded. CUDA stays
         # uninitialised here (only a job's child touches the GPU).
-        from worker.engine import preload
+        from worker.runners import preload
 
         facts = preload()
         if facts["cuda_initialized"]:
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         from worker.tracking import preload as preload_tracking
 
         preload_tracking(settings)
-    from service.queue import device_queues
+    from service.control.queue import device_queues
 
     cpus = settings.worker_cpu_devices
     queues = args.queues or ",".join(device_queues(settings.gpu_queue, gpus) + device_queues(settings.cpu_queue, cpus))

@@ -42,8 +42,9 @@ STOP_POLL_STEPS = 5  # ranks agree on stopping every this many steps (one tiny c
 # --------------------------------------------------------------------------- the job process
 
 
-def run_distributed(config: dict, run_dir: Path, env, hooks, devices: int, *, poll_s: float = 0.2):
-    """Run a pretrain config on `devices` devices under torchrun; returns (result dict, stopped)."""
+def run_distributed(config: dict, run_dir: Path, env, hooks, devices: int, *, poll_s: float = 0.2) -> dict:
+    """Run a pretrain config on `devices` devices under torchrun; returns rank 0's run summary
+    (`worker.runners.pretrain.run_summary`: steps, final metrics, warnings, evaluation, stopped)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in (EVENTS_FILE, STOP_FILE, RESULT_FILE, ERROR_FILE):
         (run_dir / name).unlink(missing_ok=True)
@@ -79,8 +80,7 @@ def run_distributed(config: dict, run_dir: Path, env, hooks, devices: int, *, po
             raise UserError(json.loads(error.read_text())["error"])
         raise RuntimeError(f"torchrun on {devices} devices exited with {proc.returncode}:\n"
                            f"{_tail(run_dir / LOG_FILE)}")
-    result = json.loads((run_dir / RESULT_FILE).read_text())
-    return {"final_metrics": result["final_metrics"], "steps": result["steps"], "devices": devices}, result["stopped"]
+    return json.loads((run_dir / RESULT_FILE).read_text())
 
 
 def _die_with_parent() -> None:
@@ -190,6 +190,7 @@ def rank_main(job_file: str) -> int:
     from dcl_core.config import TrainConfig
     from dcl_core.data import DataEnv
     from dcl_core.train import fit
+    from worker.runners.pretrain import run_summary
 
     payload = json.loads(Path(job_file).read_text())
     run_dir = Path(payload["run_dir"])
@@ -204,8 +205,7 @@ def rank_main(job_file: str) -> int:
             write_json_atomic(run_dir / ERROR_FILE, {"error": str(exc)})
         return 3
     if rank == 0:
-        write_json_atomic(run_dir / RESULT_FILE, {"steps": result.steps, "final_metrics": result.final_metrics,
-                                                  "stopped": result.stopped})
+        write_json_atomic(run_dir / RESULT_FILE, run_summary(result))
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -14,12 +14,6 @@ MiB = 1024**2
 FITS, WAIT, NEVER = "fits", "wait", "never"
 
 
-def job_device(spec: dict) -> str:
-    """The device a job asked for (`auto`, `cpu`, `cuda`, `cuda:N`, `mps`)."""
-    config = spec.get("config") if isinstance(spec.get("config"), dict) else spec
-    return str(config.get("device", "auto"))
-
-
 def free_memory(device: str) -> tuple[int, int] | None:
     """(free, total) bytes of the CUDA device `device` (`auto`, `cuda`, `cuda:N`); None when
     there is none."""
@@ -41,9 +35,10 @@ def room_for_job(free: int, total: int, floor: int) -> str:
     return NEVER if total < floor else WAIT
 
 
-def check(spec: dict, floor_mib: int) -> tuple[str, str]:
-    """(verdict, what to tell the user) for a job about to start."""
-    device = job_device(spec)
+def check(device: str, floor_mib: int) -> tuple[str, str]:
+    """(verdict, what to tell the user) for a job about to start on `device` (`auto`, `cpu`,
+    `cuda`, `cuda:N`, `mps`)."""
+    device = str(device)
     if device in ("cpu", "mps") or floor_mib <= 0:
         return FITS, ""
     memory = free_memory(device)

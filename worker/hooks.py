@@ -1,5 +1,5 @@
-"""The engine's hooks as a worker implements them: progress and metrics go to the job
-store, the lease is kept alive by a heartbeat thread, and `should_stop` answers True when
+"""The engine's hooks as a worker implements them: progress and metrics go to the job's
+lifecycle, the lease is kept alive by a heartbeat thread, and `should_stop` answers True when
 the job was cancelled, its run time is up or another worker took it over.
 """
 
@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from service.control.lifecycle import Refused
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,8 @@ class Heartbeat:
     job counts as lost too (someone else may own it by now).
     """
 
-    def __init__(self, store, job_id: str, worker: str, *, lease_s: float, interval_s: float):
-        self.store = store
+    def __init__(self, lifecycle, job_id: str, worker: str, *, lease_s: float, interval_s: float):
+        self.lifecycle = lifecycle
         self.job_id = job_id
         self.worker = worker
         self.lease_s = lease_s
@@ -60,7 +62,10 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                held = self.store.heartbeat(self.job_id, self.worker, self.lease_s)
+                self.lifecycle.heartbeat(self.job_id, self.worker)
+                held = True
+            except Refused:
+                held = False
             except Exception:  # the database is down for a moment: try again
                 log.warning("heartbeat for %s failed", self.job_id, exc_info=True)
                 if time.monotonic() - self._last_ok > self.lease_s:
@@ -90,19 +95,19 @@ def _json_number(value: Any) -> Any:
     return number
 
 
-class StoreHooks:
-    """Reports to the job store and decides when the engine must stop.
+class JobHooks:
+    """Reports to the job's lifecycle and decides when the engine must stop.
 
-    - `on_start` records the run's size; every `on_step` is one `store.report` (the
+    - `on_start` records the run's size; every `on_step` is one `lifecycle.progress` (the
       engine already batches: it calls it every `log_every_steps` and at epoch ends).
-    - `should_stop` is cheap enough for every step: it reads the store for the cancel
-      flag at most once every `cancel_poll_s`.
+    - `should_stop` is cheap enough for every step: it reads the cancel flag at most once
+      every `cancel_poll_s`.
     - `deadline` (a `time.monotonic()` value, or None) is the run time limit.
     """
 
     def __init__(
         self,
-        store,
+        lifecycle,
         job_id: str,
         worker: str,
         *,
@@ -110,7 +115,7 @@ class StoreHooks:
         deadline: float | None = None,
         cancel_poll_s: float = 1.0,
     ):
-        self.store = store
+        self.lifecycle = lifecycle
         self.job_id = job_id
         self.worker = worker
         self.heartbeat = heartbeat
@@ -140,9 +145,10 @@ class StoreHooks:
         self._report(step=self.step, rows=[{**values, "step": self.step}])
 
     def _report(self, step: int, rows: list[dict]) -> None:
-        held = self.store.report(self.job_id, self.worker, step=step, total_steps=self.total_steps,
-                                 epoch=self.epoch, metrics_rows=rows)
-        if held is False:
+        try:
+            self.lifecycle.progress(self.job_id, self.worker, step, total_steps=self.total_steps,
+                                    epoch=self.epoch, rows=rows)
+        except Refused:
             self._lost()
 
     def _lost(self) -> None:
@@ -161,7 +167,7 @@ class StoreHooks:
             if now >= self._next_cancel_poll:
                 self._next_cancel_poll = now + self.cancel_poll_s
                 try:
-                    if self.store.is_cancel_requested(self.job_id):
+                    if self.lifecycle.jobs.is_cancel_requested(self.job_id):
                         self.stop_reason = STOP_CANCELLED
                 except Exception:
                     log.warning("could not read the cancel flag of %s", self.job_id, exc_info=True)

@@ -49,14 +49,20 @@ def dead_sibling(holder: str | None, me: str) -> str | None:
     return None
 
 
-def release_dead_children(store, node: str) -> list[str]:
+def release_dead_children(plane, node: str) -> list[str]:
     """End the leases of running jobs held by processes of `node` (this worker) that have died,
     so that the reconciler requeues them now rather than when their leases run out (the
     redelivered message may have gone to another worker, which cannot see the death).
     Returns the job ids."""
+    from service.control.lifecycle import Refused
+
     released = []
-    for job in store.running_held_by(f"{node}/"):
-        pid = job["worker"].rpartition("/")[2]
-        if pid.isdigit() and not process_alive(int(pid)) and store.expire_lease(job["id"], job["worker"]):
-            released.append(job["id"])
+    for job in plane.jobs.running_held_by(f"{node}/"):
+        pid = job.worker.rpartition("/")[2]
+        if pid.isdigit() and not process_alive(int(pid)):
+            try:
+                plane.lifecycle.expire_lease(job.id, job.worker)
+                released.append(job.id)
+            except Refused:
+                pass
     return released

@@ -1,12 +1,11 @@
 """The one Celery task: run a job, given its id.
 
-The message carries the job id only; the job store row is the truth. A delivery first
-claims the job with one compare-and-set (a lease and an attempt count): a duplicate
-delivery, or one for a job that is finished, cancelled or held by a live worker, returns
-without doing anything. The claimed job then runs in this (pool child) process with a
-heartbeat thread keeping the lease, and ends in exactly one of: `store.finish`,
-`store.fail`, `store.mark_cancelled` or, when the lease was lost to another worker,
-nothing at all (that worker owns the job now).
+The message carries the job id only; the job store row is the truth. A delivery first claims
+the job (`lifecycle.claim`, one compare-and-set with a lease and an attempt count): a duplicate
+delivery, or one for a job that is finished, cancelled or held by a live worker, returns without
+doing anything. The claimed job then runs in this (pool child) process with a heartbeat thread
+keeping the lease, and ends in exactly one of `succeed`, `fail`, `stopped` or, when the lease
+was lost to another worker, nothing at all (that worker owns the job now).
 """
 
 from __future__ import annotations
@@ -17,45 +16,40 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from dcl_core.errors import UserError
-from dcl_core.files import sha256_file
-from dcl_core.tracking import TENSORBOARD_DIR, SinkHooks
-from service.queue import RUN_JOB, enqueue, queue_for
-from service.settings import get_settings
+from dcl_core.tracking import SinkHooks
+from service.control.lifecycle import Refused
+from service.control.models import Job
+from service.control.plane import ControlPlane
+from service.control.queue import RUN_JOB
+from service.control.settings import get_settings
 from worker import gpu_memory
 from worker.app import app
-from worker.checkpoint_artifact import CHECKPOINT_ARTIFACT, publish_checkpoint  # noqa: F401 (re-exported)
-from worker.engine import RUNNERS, build_data_env
-from worker.hooks import (
-    STOP_CANCELLED,
-    STOP_LEASE_LOST,
-    STOP_TIMEOUT,
-    Heartbeat,
-    LeaseLost,
-    StoreHooks,
-)
+from worker.hooks import STOP_CANCELLED, STOP_LEASE_LOST, STOP_TIMEOUT, Heartbeat, JobHooks, LeaseLost
 from worker.leases import dead_sibling
+from worker.runners import RUNNERS, Run, build_data_env, load_runners
 from worker.tracking import job_sinks
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 4000
 
-_stores: dict[tuple[int, str], Any] = {}
+load_runners()
+
+_planes: dict[tuple[int, str], ControlPlane] = {}
 
 
-def get_store(settings):
-    """This process's job store (one engine per process: pool children never reuse the
-    parent's database connections)."""
-    from service.store import JobStore
-
+def get_plane(settings) -> ControlPlane:
+    """This process's control plane (one database engine per process: pool children never reuse
+    the parent's connections). Sweeps settled here get their plot (matplotlib is a worker's)."""
     key = (os.getpid(), settings.database_url)
-    store = _stores.get(key)
-    if store is None:
-        store = _stores[key] = JobStore(settings.database_url)
-    return store
+    plane = _planes.get(key)
+    if plane is None:
+        from dcl_core.sweep_plot import plot_accuracy
+
+        plane = _planes[key] = ControlPlane(settings, celery=app, plot=plot_accuracy)
+    return plane
 
 
 def worker_name(hostname: str | None = None) -> str:
@@ -63,39 +57,10 @@ def worker_name(hostname: str | None = None) -> str:
     return f"{hostname or socket.gethostname()}/{os.getpid()}"
 
 
-def runtime_limit_s(job: dict, settings) -> float | None:
-    """The tighter of the server cap (DCL_MAX_JOB_RUNTIME_S) and the job's own
-    `config.max_runtime_s`; None when neither is set."""
-    limits = []
-    server_cap = getattr(settings, "max_job_runtime_s", None)
-    if server_cap:
-        limits.append(float(server_cap))
-    config = (job.get("spec") or {}).get("config") or {}
-    if isinstance(config, dict) and config.get("max_runtime_s"):
-        limits.append(float(config["max_runtime_s"]))
+def runtime_limit_s(job: Job, settings) -> float | None:
+    """The tighter of the server cap (DCL_MAX_JOB_RUNTIME_S) and the job's own `max_runtime_s`."""
+    limits = [float(x) for x in (settings.max_job_runtime_s, job.spec.max_runtime_s) if x]
     return min(limits) if limits else None
-
-
-ARTIFACT_FOLDERS = (TENSORBOARD_DIR,)
-"""Sub-folders of the run dir whose files are artifacts too, named `FOLDER/FILE`."""
-
-
-def list_artifacts(run_dir: Path) -> list[tuple[str, int, str]]:
-    """(name, size, sha256) of every file the engine wrote at the top of the run dir and in
-    its ARTIFACT_FOLDERS.
-
-    Other sub-folders (checkpoints/) and hidden files (half-written temporaries) are not
-    artifacts."""
-    artifacts = []
-    paths = sorted(run_dir.iterdir())
-    for folder in ARTIFACT_FOLDERS:
-        if (run_dir / folder).is_dir() and not (run_dir / folder).is_symlink():
-            paths += sorted((run_dir / folder).iterdir())
-    for path in paths:
-        if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
-            name = path.relative_to(run_dir).as_posix()
-            artifacts.append((name, path.stat().st_size, sha256_file(path)))
-    return artifacts
 
 
 DISK_PROBLEMS = {
@@ -128,168 +93,149 @@ def disk_message(exc: OSError, settings) -> str | None:
             "so nothing truncated was kept")
 
 
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."
+
+
 def _error_message(exc: BaseException) -> str:
-    message = f"{type(exc).__name__}: {exc} (see worker log)"
-    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."
+    return _clip(f"{type(exc).__name__}: {exc} (see worker log)")
 
 
-def _user_message(exc: UserError) -> str:
-    message = str(exc) or type(exc).__name__
-    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 3] + "..."
-
-
-def execute_job(job_id: str, *, store, settings, worker: str) -> str:
+def execute_job(job_id: str, *, plane: ControlPlane, worker: str) -> str:
     """Claim and run one job; returns what happened: skipped, waiting (for GPU memory),
-    succeeded, failed, cancelled or lost (the lease went to another worker). A child that ended
-    settles its parent when it was the last one running (a sweep's table and plot)."""
-    outcome = _execute_job(job_id, store=store, settings=settings, worker=worker)
-    if outcome in ("succeeded", "failed", "cancelled"):
-        settle_parent_of(job_id, store, settings)
-    return outcome
-
-
-def settle_parent_of(job_id: str, store, settings) -> None:
-    from dcl_core.sweep_plot import plot_accuracy
-    from service.sweeps import settle
-
+    succeeded, failed, cancelled or lost (the lease went to another worker)."""
+    lifecycle = plane.lifecycle
+    current = plane.jobs.get(job_id)
+    dead = dead_sibling(current.worker, worker) if current is not None and current.status == "running" else None
     try:
-        job = store.get_job(job_id)
-        if job is not None and job.get("parent_id"):
-            settle(store, Path(settings.artifacts_dir), job["parent_id"], plot=plot_accuracy)
-    except Exception:  # the child's own outcome is recorded; the reconciler settles the parent later
-        log.warning("could not settle the parent of job %s", job_id, exc_info=True)
-
-
-def _execute_job(job_id: str, *, store, settings, worker: str) -> str:
-    current = store.get_job(job_id)
-    dead = dead_sibling(current.get("worker"), worker) if current and current.get("status") == "running" else None
-    job = store.claim(job_id, worker, settings.lease_seconds, dead_holder=dead)
-    if dead and job is not None:
-        log.warning("job %s: its process %s died; taken over at once", job_id, dead)
-    if job is None:
-        log.info("job %s: not claimed by %s (finished, cancelled, unknown or held by a live worker)",
-                 job_id, worker)
+        job = lifecycle.claim(job_id, worker, dead_holder=dead)
+    except Refused as exc:
+        log.info("job %s: not claimed by %s (%s)", job_id, worker, exc)
         return "skipped"
-    log.info("job %s (%s): claimed by %s, attempt %s", job_id, job.get("type"), worker, job.get("attempts"))
-    waited = wait_for_gpu_memory(job, store=store, settings=settings, worker=worker)
+    if dead:
+        log.warning("job %s: its process %s died; taken over at once", job_id, dead)
+    log.info("job %s (%s): claimed by %s, attempt %s", job_id, job.type, worker, job.attempts)
+    waited = wait_for_gpu_memory(job, plane=plane, worker=worker)
     if waited:
         return waited
-    tracking = SinkHooks(None, job_sinks(job, Path(settings.artifacts_dir) / job_id, settings))
+    tracking = SinkHooks(None, job_sinks(job, plane.storage.run_dir(job_id), plane.settings))
     try:
-        return _run_claimed(job, store=store, settings=settings, worker=worker, tracking=tracking)
+        return _run_claimed(job, plane=plane, worker=worker, tracking=tracking)
     finally:
-        tracking.close(_tracked_end(store, job_id, worker, tracking))
+        tracking.close(_tracked_end(plane, job_id, tracking))
 
 
-def _tracked_end(store, job_id: str, worker: str, tracking) -> dict | None:
-    """What the tracking sinks log at the end: the job's recorded outcome, or None when the
-    job is no longer this worker's (lost: its new holder goes on logging)."""
+def _tracked_end(plane: ControlPlane, job_id: str, tracking) -> dict | None:
+    """What the tracking sinks log at the end: the job's recorded outcome, or None when the job is
+    no longer this worker's (lost: its new holder goes on logging)."""
     if not tracking.sinks:
         return None
     try:
-        job = store.get_job(job_id)
+        job = plane.jobs.get(job_id)
     except Exception:
         log.warning("job %s: could not read its outcome for the tracking sinks", job_id, exc_info=True)
         return None
-    if job is None or job.get("status") not in ("succeeded", "failed", "cancelled"):
+    if job is None or not job.terminal:
         return None
-    return {"status": job["status"], "result": job.get("result") or {}, "step": job.get("step"),
-            "artifacts": [a["name"] for a in store.artifacts(job_id)]}
+    return {"status": job.status, "result": job.result or {}, "step": job.step,
+            "artifacts": [a.name for a in plane.artifacts.list(job_id)]}
 
 
-def _run_claimed(job: dict, *, store, settings, worker: str, tracking: SinkHooks) -> str:
-    job_id = job["id"]
+def _run_claimed(job: Job, *, plane: ControlPlane, worker: str, tracking: SinkHooks) -> str:
+    lifecycle, settings = plane.lifecycle, plane.settings
     limit = runtime_limit_s(job, settings)
     started = time.monotonic()
     deadline = started + limit if limit else None
-    run_dir = Path(settings.artifacts_dir) / job_id
+    run_dir = plane.storage.run_dir(job.id)
 
-    with Heartbeat(store, job_id, worker, lease_s=settings.lease_seconds,
+    with Heartbeat(lifecycle, job.id, worker, lease_s=settings.lease_seconds,
                    interval_s=settings.heartbeat_seconds) as heartbeat:
-        hooks = StoreHooks(store, job_id, worker, heartbeat=heartbeat, deadline=deadline)
+        hooks = JobHooks(lifecycle, job.id, worker, heartbeat=heartbeat, deadline=deadline)
         tracking.primary = hooks
         try:
-            runner = RUNNERS.get(job.get("type"))
+            runner = RUNNERS.get(job.type)
             if runner is None:
-                raise UserError(f"unknown job type {job.get('type')!r}; choose one of {sorted(RUNNERS)}")
+                raise UserError(f"job type {job.type!r} has no runner on this worker; choose one of {sorted(RUNNERS)}")
             run_dir.mkdir(parents=True, exist_ok=True)
-            outcome = runner(job.get("spec") or {}, run_dir, build_data_env(settings), tracking, settings)
+            outcome = runner(job.spec, Run(run_dir, build_data_env(settings), tracking, plane.storage))
         except LeaseLost:
-            log.warning("job %s: lease lost at step %s, leaving the job to its new holder", job_id, hooks.step)
+            log.warning("job %s: lease lost at step %s, leaving the job to its new holder", job.id, hooks.step)
             return "lost"
         except UserError as exc:
-            log.info("job %s failed: %s", job_id, exc)
-            return _end_failed(store, job_id, worker, hooks, _user_message(exc))
+            log.info("job %s failed: %s", job.id, exc)
+            return _end_failed(lifecycle, job.id, worker, hooks, _clip(str(exc) or type(exc).__name__))
         except OSError as exc:
-            log.exception("job %s failed writing or reading a file", job_id)
-            return _end_failed(store, job_id, worker, hooks, disk_message(exc, settings) or _error_message(exc))
+            log.exception("job %s failed writing or reading a file", job.id)
+            return _end_failed(lifecycle, job.id, worker, hooks, disk_message(exc, settings) or _error_message(exc))
         except Exception as exc:
-            log.exception("job %s failed with an unexpected error", job_id)
-            return _end_failed(store, job_id, worker, hooks, _error_message(exc))
+            log.exception("job %s failed with an unexpected error", job.id)
+            return _end_failed(lifecycle, job.id, worker, hooks, _error_message(exc))
 
     reason = hooks.stop_reason if (outcome.stopped or hooks.stop_reason) else None
-    if reason == STOP_LEASE_LOST or heartbeat.lost.is_set():
-        log.warning("job %s: lease lost, leaving the job to its new holder", job_id)
+    try:
+        if reason == STOP_LEASE_LOST or heartbeat.lost.is_set():
+            log.warning("job %s: lease lost, leaving the job to its new holder", job.id)
+            return "lost"
+        if reason == STOP_CANCELLED:
+            lifecycle.stopped(job.id, worker=worker)
+            log.info("job %s cancelled at step %s", job.id, hooks.step)
+            return "cancelled"
+        if reason == STOP_TIMEOUT:
+            lifecycle.fail(job.id, f"the job ran past its maximum run time of {limit:g} s (config.max_runtime_s or "
+                                   f"the server's DCL_MAX_JOB_RUNTIME_S); stopped at step {hooks.step}; its last "
+                                   "checkpoint is kept", worker=worker, keep_checkpoint=True)
+            return "failed"
+        if outcome.stopped:  # stopped, but not by us: a failure rather than a success
+            lifecycle.fail(job.id, "the engine stopped before the end without a reason (see worker log)", worker=worker)
+            return "failed"
+        files = plane.storage.job_files(job.id)
+        result = dict(outcome.result)
+        result.setdefault("run_time_s", round(time.monotonic() - started, 3))
+        lifecycle.succeed(job.id, worker, result, files)
+    except Refused as exc:  # the lease ran out at the very end: the new holder finishes it
+        log.warning("job %s: %s", job.id, exc)
         return "lost"
-    if reason == STOP_CANCELLED:
-        store.mark_cancelled(job_id, worker, publish_checkpoint(run_dir))
-        log.info("job %s cancelled at step %s", job_id, hooks.step)
-        return "cancelled"
-    if reason == STOP_TIMEOUT:
-        message = (f"the job ran past its maximum run time of {limit:g} s "
-                   "(config.max_runtime_s or the server's DCL_MAX_JOB_RUNTIME_S); stopped at step "
-                   f"{hooks.step}; its last checkpoint is kept")
-        store.fail(job_id, worker, message, publish_checkpoint(run_dir))
-        return "failed"
-    if outcome.stopped:  # stopped, but not by us: treat it as a failure rather than a success
-        store.fail(job_id, worker, "the engine stopped before the end without a reason (see worker log)")
-        return "failed"
-
-    artifacts = list_artifacts(run_dir)
-    result = dict(outcome.result)
-    result.setdefault("run_time_s", round(time.monotonic() - started, 3))
-    store.finish(job_id, worker, result, artifacts)
-    log.info("job %s succeeded in %.1f s: %s", job_id, time.monotonic() - started,
-             ", ".join(name for name, _, _ in artifacts))
+    log.info("job %s succeeded in %.1f s: %s", job.id, time.monotonic() - started, ", ".join(f.name for f in files))
     return "succeeded"
 
 
-def wait_for_gpu_memory(job: dict, *, store, settings, worker: str, celery=None) -> str | None:
-    """None when the job may start; else what became of it: `waiting` (put back on the queue,
-    tried again in DCL_GPU_WAIT_SECONDS: other jobs hold the GPU's memory) or `failed` (the
-    GPU is too small even when empty)."""
-    job_id = job["id"]
+def wait_for_gpu_memory(job: Job, *, plane: ControlPlane, worker: str) -> str | None:
+    """None when the job may start; else what became of it: `waiting` (given back, tried again in
+    DCL_GPU_WAIT_SECONDS: other jobs hold the GPU's memory) or `failed` (the GPU is too small
+    even when empty)."""
+    settings = plane.settings
     try:
-        verdict, detail = gpu_memory.check(job.get("spec") or {}, settings.gpu_job_min_free_mib)
+        verdict, detail = gpu_memory.check(job.spec.device, settings.gpu_job_min_free_mib)
     except Exception:  # a broken driver shows itself, with its own message, when the job runs
-        log.warning("job %s: could not read the GPU's free memory", job_id, exc_info=True)
+        log.warning("job %s: could not read the GPU's free memory", job.id, exc_info=True)
         return None
-    if verdict == gpu_memory.NEVER:
-        store.fail(job_id, worker, detail)
-        return "failed"
     if verdict == gpu_memory.FITS:
         return None
-    store.release(job_id, worker)
-    log.info("job %s: waiting for GPU memory (%s); tried again in %g s", job_id, detail, settings.gpu_wait_seconds)
     try:
-        enqueue(job_id, job.get("queue") or queue_for(job.get("spec") or {}, settings), celery or app,
-                countdown=settings.gpu_wait_seconds)
-    except Exception:  # it is `queued` in the store: the reconciler sends it again
-        log.warning("job %s: could not put it back on the queue", job_id, exc_info=True)
+        if verdict == gpu_memory.NEVER:
+            plane.lifecycle.fail(job.id, detail, worker=worker)
+            return "failed"
+        plane.lifecycle.release(job.id, worker, countdown=settings.gpu_wait_seconds)
+    except Refused as exc:
+        log.warning("job %s: %s", job.id, exc)
+        return "lost"
+    log.info("job %s: waiting for GPU memory (%s); tried again in %g s", job.id, detail, settings.gpu_wait_seconds)
     return "waiting"
 
 
-def _end_failed(store, job_id: str, worker: str, hooks: StoreHooks, message: str) -> str:
+def _end_failed(lifecycle, job_id: str, worker: str, hooks: JobHooks, message: str) -> str:
     if hooks.stop_reason == STOP_LEASE_LOST:
         return "lost"
-    store.fail(job_id, worker, message)
+    try:
+        lifecycle.fail(job_id, message, worker=worker)
+    except Refused:
+        return "lost"
     return "failed"
 
 
 @app.task(name=RUN_JOB, bind=True)
 def run_job(self, job_id: str) -> str:
-    """Celery entry point. Never raises: every outcome is recorded in the job store, so
-    the message is acknowledged once the job has ended."""
+    """Celery entry point. Never raises: every outcome is recorded in the job store, so the
+    message is acknowledged once the job has ended."""
     settings = get_settings()
-    return execute_job(job_id, store=get_store(settings), settings=settings,
-                       worker=worker_name(self.request.hostname))
+    return execute_job(job_id, plane=get_plane(settings), worker=worker_name(self.request.hostname))

@@ -60,10 +60,10 @@ def final_scores(result: dict) -> dict[str, Any]:
     return {**flatten(rest), **(flatten(nested) if isinstance(nested, dict) else {})}
 
 
-def job_params(job: dict) -> dict[str, str]:
+def job_params(job) -> dict[str, str]:
     """The job's spec, flattened, as MLflow params (strings, capped at MLflow's length)."""
-    spec = {k: v for k, v in (job.get("spec") or {}).items() if k != "type"}
-    params = {"type": str(job.get("type"))}
+    spec = {k: v for k, v in job.spec_data.items() if k != "type"}
+    params = {"type": str(job.type)}
     for key, value in flatten(spec).items():
         text = "null" if value is None else str(value)
         params[key[:250]] = text[:MAX_PARAM_CHARS]
@@ -73,7 +73,7 @@ def job_params(job: dict) -> dict[str, str]:
 class MlflowSink:
     """Engine hooks that log one job to MLflow from a background thread (see the module doc)."""
 
-    def __init__(self, tracking_uri: str, job: dict, run_dir: Path, *, flush_s: float = 60.0,
+    def __init__(self, tracking_uri: str, job, run_dir: Path, *, flush_s: float = 60.0,
                  retry_max_s: float = 10.0):
         self.tracking_uri = tracking_uri
         self.job = job
@@ -88,7 +88,7 @@ class MlflowSink:
         self._wake = threading.Event()
         self._done = threading.Event()
         self._failures = 0
-        self._thread = threading.Thread(target=self._run, name=f"mlflow-{job['id']}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"mlflow-{job.id}", daemon=True)
         self._thread.start()
 
     # -- hooks: cheap, never raise ---------------------------------------------------
@@ -118,7 +118,7 @@ class MlflowSink:
         sent = self._done.wait(self.flush_s)
         if not sent:
             log.warning("job %s: MLflow at %s did not take the run's last %d metrics rows and files within "
-                        "%.0f s (DCL_MLFLOW_FLUSH_SECONDS); they are not logged there", self.job["id"],
+                        "%.0f s (DCL_MLFLOW_FLUSH_SECONDS); they are not logged there", self.job.id,
                         self.tracking_uri, len(self._rows), self.flush_s)
         self._done.set()  # the thread gives up at its next wake-up
         self._wake.set()
@@ -135,14 +135,14 @@ class MlflowSink:
                         client = _client(self.tracking_uri)
                     except ImportError:
                         log.error("job %s: DCL_MLFLOW_TRACKING_URI is set but mlflow is not installed "
-                                  "(pip install mlflow-skinny); not tracked", self.job["id"])
+                                  "(pip install mlflow-skinny); not tracked", self.job.id)
                         self._done.set()
                         return
                 if self._send(client):
                     self._done.set()
                     return
                 if self._failures:
-                    log.info("job %s: MLflow at %s reachable again", self.job["id"], self.tracking_uri)
+                    log.info("job %s: MLflow at %s reachable again", self.job.id, self.tracking_uri)
                 self._failures, delay = 0, 0.5
                 self._wake.wait()
                 self._wake.clear()
@@ -150,7 +150,7 @@ class MlflowSink:
                 self._failures += 1
                 if self._failures == 1 or self._failures % 20 == 0:
                     log.warning("job %s: MLflow at %s failed (%s: %s); retrying, the job goes on",
-                                self.job["id"], self.tracking_uri, type(exc).__name__, exc)
+                                self.job.id, self.tracking_uri, type(exc).__name__, exc)
                 self._wake.wait(delay)
                 self._wake.clear()
                 delay = min(self.retry_max_s, delay * 2)
@@ -188,15 +188,15 @@ class MlflowSink:
         return True
 
     def _find_or_create_run(self, client) -> str:
-        name = experiment_name(str(self.job.get("owner") or "local"))
+        name = experiment_name(str(self.job.owner or "local"))
         experiment = client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
-        job_id = self.job["id"]
+        job_id = self.job.id
         found = client.search_runs([experiment_id], f"tags.`{JOB_TAG}` = '{job_id}'", max_results=1)
         if found:
             return found[0].info.run_id
         run = client.create_run(experiment_id, run_name=job_id,
-                                tags={JOB_TAG: job_id, "dcl.job_type": str(self.job.get("type"))})
+                                tags={JOB_TAG: job_id, "dcl.job_type": str(self.job.type)})
         return run.info.run_id
 
     def _send_final(self, client, final: dict) -> None:
@@ -234,16 +234,16 @@ def _client(tracking_uri: str):
 def preload(settings) -> None:
     """Import the MLflow client in the worker's main process when tracking is on: importing it
     takes seconds, and every job's child would otherwise pay that again."""
-    if getattr(settings, "mlflow_tracking_uri", None):
+    if settings.mlflow_tracking_uri:
         try:
             import mlflow.tracking  # noqa: F401
         except ImportError:
             log.warning("DCL_MLFLOW_TRACKING_URI is set but mlflow is not installed (pip install mlflow-skinny)")
 
 
-def job_sinks(job: dict, run_dir: Path, settings) -> list:
+def job_sinks(job, run_dir: Path, settings) -> list:
     """The tracking sinks this job gets from the settings (none when nothing is configured)."""
-    uri = getattr(settings, "mlflow_tracking_uri", None)
+    uri = settings.mlflow_tracking_uri
     if not uri:
         return []
-    return [MlflowSink(uri, job, run_dir, flush_s=float(getattr(settings, "mlflow_flush_seconds", 60.0)))]
+    return [MlflowSink(uri, job, run_dir, flush_s=float(settings.mlflow_flush_seconds))]

@@ -5,7 +5,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from dcl_core.config import DatasetSpec, TrainConfig
-from dcl_core.jobtypes import JobSpec
+from dcl_core.jobs import JobSpec
 
 
 def _error_fields(exc: ValidationError) -> set[str]:

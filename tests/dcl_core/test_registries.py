@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from dcl_core.config import TrainConfig
-from dcl_core.jobtypes import JOB_TYPES, JobSpec
+from dcl_core.jobs import JOB_TYPES, JobSpec
 from dcl_core.methods import METHODS
 
 
@@ -31,15 +31,15 @@ def test_the_worker_has_a_runner_for_every_runnable_type():
 
 def test_api_schema_and_cli_take_the_types_from_the_registry():
     from service import cli
-    from service.schemas import JobType
+    from service.api.schemas import JobType
 
     assert set(JobType.__args__) == set(JOB_TYPES)
     assert cli.JOB_TYPES is JOB_TYPES
 
 
 def test_queue_rule_comes_from_the_job_type():
-    from service.queue import queue_for
-    from service.settings import Settings
+    from service.control.queue import queue_for
+    from service.control.settings import Settings
 
     settings = Settings()
     assert queue_for({"type": "pretrain", "config": {"device": "cpu"}}, settings) == settings.cpu_queue

@@ -177,14 +177,14 @@ class Stack:
         return worker
 
     def settings(self):
-        from service.settings import Settings
+        from service.control.settings import Settings
 
         values = {k[len("DCL_"):].lower(): v for k, v in self.env.items() if k.startswith("DCL_")
                   and not k.startswith("DCL_TEST_")}
         return Settings(data_dir=self.data_dir, **{k: v for k, v in values.items() if k != "data_dir"})
 
     def celery(self):
-        from service.queue import make_celery
+        from service.control.queue import make_celery
 
         return make_celery(self.settings())
 

@@ -116,7 +116,7 @@ def test_linear_probe_of_the_pretrained_encoder_returns_accuracy(stack, pretrain
 
 
 def test_duplicate_delivery_of_a_job_runs_it_once(stack, pretrained):
-    from service.queue import enqueue
+    from service.control.queue import enqueue
 
     config = {**TINY_PRETRAIN, "dataset": {"source": pretrained["dataset"]["source"], "image_size": 16}}
     celery = stack.celery()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from service.routes.dashboard import STATIC_DIR
+from service.api.routes.dashboard import STATIC_DIR
 
 UPLOT = {  # npm pack uplot@1.6.32 (service/static/vendor/uplot/SOURCE.md)
     "uPlot.iife.min.js": "19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f",

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from dcl_core.config import TrainConfig
-from dcl_core.jobtypes import JOB_TYPES
+from dcl_core.jobs import JOB_TYPES
 from tests.service.conftest import ALICE, CAROL
 from tests.service.databases import DATABASES, api_on
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from service.metrics_thin import thin as thin_tuples
-from service.settings import hash_key
+from service.control.metrics import thin as thin_tuples
+from service.control.settings import hash_key
 from tests.service.conftest import ALICE, BOB
 
 
@@ -80,7 +80,7 @@ def test_metrics_max_points_is_bounded_and_owned(alice, bob, long_job):
 
 
 def test_thinning_reads_the_store_on_sqlite_and_postgres(store):
-    from service.metrics_thin import metrics_thinned
+    from service.control.metrics import metrics_thinned
 
     job = store.create_job("owner", "pretrain", {})
     assert store.claim(job["id"], "w1", 60)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.queue import make_celery
+from service.control.queue import make_celery
 from service.resender import Resender
-from service.settings import Settings
+from service.control.settings import Settings
 from service.store import JobStore
 from tests.fixtures.servers import free_port
 from tests.integration.helpers import redis_process

@@ -7,7 +7,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, hash_key, is_loopback
+from service.control.settings import Settings, hash_key, is_loopback
 
 
 @pytest.fixture(autouse=True)

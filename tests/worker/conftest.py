@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
+from service.control.settings import Settings
 from service.store import JobStore
 
 TINY_CONFIG = {

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from service.queue import RUN_JOB
+from service.control.queue import RUN_JOB
 from tests.fixtures.servers import REPO_ROOT, dcl_env
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.queue import make_celery
+from service.control.queue import make_celery
 from tests.worker.conftest import TINY_CONFIG, make_settings
 from worker import gpu_memory
 from worker.gpu_memory import FITS, MiB, NEVER, WAIT, room_for_job

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from service.queue import enqueue, make_celery
+from service.control.queue import enqueue, make_celery
 from service.store import JobStore, jobs, utcnow
 from tests.worker.conftest import make_settings, pretrain_spec
 from worker.reconciler import MAX_ATTEMPTS, Reconciler, pending_job_ids, reconcile

@@ -1,41 +1,36 @@
-"""Dependencies the routes share: the store, the settings, who is asking, what they own.
+"""Dependencies the routes share: the control plane, the settings, who is asking, what they own.
 
-Each is `async def`: FastAPI runs a plain `def` dependency in its thread pool, and a
-status read would pay one thread hand-off (and a GIL hand-over) per dependency. Only the
-store calls leave the event loop, one `run_in_threadpool` each.
+Each is `async def`: FastAPI runs a plain `def` dependency in its thread pool, and a status read
+would pay one thread hand-off (and a GIL hand-over) per dependency. Only the database calls
+leave the event loop, one `run_in_threadpool` each.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from celery import Celery
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from service.settings import Settings, hash_key
-from service.store import JobStore
+from service.control.models import Dataset, Job
+from service.control.plane import ControlPlane
+from service.control.settings import Settings, hash_key
 
 LOCAL_OWNER = "local"
 """The owner of everything while auth is off (no API keys: the embedded, loopback-only mode)."""
 
 
-async def get_store(request: Request) -> JobStore:
-    return request.app.state.store
+async def get_plane(request: Request) -> ControlPlane:
+    return request.app.state.plane
 
 
 async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_celery(request: Request) -> Celery:
-    return request.app.state.celery
-
-
-StoreDep = Annotated[JobStore, Depends(get_store)]
+PlaneDep = Annotated[ControlPlane, Depends(get_plane)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer API_KEY")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
@@ -95,23 +90,23 @@ DatasetId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN,
                                 description="A dataset id (ds_...).")]
 
 
-async def owned_job(job_id: JobId, owner: CurrentKey, store: StoreDep) -> dict:
+async def owned_job(job_id: JobId, owner: CurrentKey, plane: PlaneDep) -> Job:
     """The job, if it exists and belongs to the caller; 404 otherwise (no existence leak)."""
-    job = await run_in_threadpool(store.get_job, job_id, owner)
+    job = await run_in_threadpool(plane.jobs.get, job_id, owner)
     if job is None:
         raise HTTPException(404, f"job {job_id} not found")
     return job
 
 
-async def owned_dataset(dataset_id: DatasetId, owner: CurrentKey, store: StoreDep) -> dict:
-    dataset = await run_in_threadpool(store.get_dataset, dataset_id, owner)
+async def owned_dataset(dataset_id: DatasetId, owner: CurrentKey, plane: PlaneDep) -> Dataset:
+    dataset = await run_in_threadpool(plane.datasets.get, dataset_id, owner)
     if dataset is None:
         raise HTTPException(404, f"dataset {dataset_id} not found")
     return dataset
 
 
-OwnedJob = Annotated[dict, Depends(owned_job)]
-OwnedDataset = Annotated[dict, Depends(owned_dataset)]
+OwnedJob = Annotated[Job, Depends(owned_job)]
+OwnedDataset = Annotated[Dataset, Depends(owned_dataset)]
 
 
 class FieldError(Exception):

@@ -7,7 +7,7 @@ the release before migrations (tables, no `alembic_version`) is stamped at the b
 first, then upgraded.
 
 A new revision: `versions/NNNN_what.py` with `revision`/`down_revision`, and the matching
-change to the tables in `service/store.py`.
+change to the tables in `service/control/tables.py`.
 """
 
 from __future__ import annotations

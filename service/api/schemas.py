@@ -1,6 +1,6 @@
 """What the API answers: the public shape of jobs, datasets, artifacts and metrics.
 
-Requests are validated with `dcl_core.jobtypes.JobSpec` (the `dcl_core.config` models) directly: one schema
+Requests are validated with `dcl_core.jobs.JobSpec` (each job type's spec model) directly: one schema
 for the API and the engine.
 """
 
@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dcl_core.jobtypes import JobTypeName
-from service.store import utcnow
+from dcl_core.jobs import JobTypeName
+from service.control.clock import utcnow
+from service.control.models import ChildSummary, Dataset, Job
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobType = JobTypeName
@@ -59,35 +60,29 @@ class JobPublic(BaseModel):
         "its progress sums theirs.")
 
     @classmethod
-    def from_row(cls, row: dict, children: dict | None = None) -> "JobPublic":
-        """`children`: the parent's entry of `JobStore.children_summary` (its progress is theirs)."""
+    def from_job(cls, job: Job, children: ChildSummary | None = None) -> "JobPublic":
+        """`children`: a parent's summary of its children (its progress is theirs)."""
         now = utcnow()
-        started, finished = row.get("started_at"), row.get("finished_at")
-        step, total = int(row.get("step") or 0), row.get("total_steps")
+        step, total = job.step or 0, job.total_steps
         if children is not None:
-            step, total = children["step"], children["total_steps"]
-        elapsed = ((finished or now) - started).total_seconds() if started else None
+            step, total = children.step, children.total_steps
+        elapsed = ((job.finished_at or now) - job.started_at).total_seconds() if job.started_at else None
         fraction = min(1.0, step / total) if total else None
         if children is not None:
-            fraction = children["fraction"]
+            fraction = children.fraction
         eta = None
-        if row["status"] == "running" and elapsed is not None and fraction:
+        if job.status == "running" and elapsed is not None and fraction:
             eta = max(0.0, elapsed * (1 - fraction) / fraction)
-        elif row["status"] == "succeeded":
+        elif job.status == "succeeded":
             eta = 0.0
         return cls(
-            **{k: row.get(k) for k in (
-                "id", "type", "status", "spec", "created_at", "started_at", "finished_at", "worker",
-                "latest_metrics", "result", "error",
-            )},
-            attempts=row.get("attempts") or 0,
-            parent=row.get("parent_id"),
-            children=ChildCounts(**children["counts"]) if children is not None else None,
-            cancel_requested=bool(row.get("cancel_requested")),
-            progress=Progress(
-                step=step, total_steps=total, epoch=row.get("epoch"), fraction=fraction,
-                elapsed_s=elapsed, eta_s=eta,
-            ),
+            id=job.id, type=job.type, status=job.status, spec=job.spec_data, created_at=job.created_at,
+            started_at=job.started_at, finished_at=job.finished_at, worker=job.worker,
+            latest_metrics=job.latest_metrics, result=job.result, error=job.error, attempts=job.attempts or 0,
+            parent=job.parent_id, cancel_requested=bool(job.cancel_requested),
+            children=ChildCounts(**children.counts) if children is not None else None,
+            progress=Progress(step=step, total_steps=total, epoch=job.epoch, fraction=fraction,
+                              elapsed_s=elapsed, eta_s=eta),
         )
 
 
@@ -114,9 +109,9 @@ class DatasetPublic(BaseModel):
     source: str = Field(description="What a job config names to use it: dataset:ID.")
 
     @classmethod
-    def from_row(cls, row: dict) -> "DatasetPublic":
-        return cls(**{k: row[k] for k in ("id", "name", "bytes", "created_at", "summary")},
-                   source=f"dataset:{row['id']}")
+    def from_dataset(cls, dataset: Dataset) -> "DatasetPublic":
+        return cls(id=dataset.id, name=dataset.name, bytes=dataset.bytes, created_at=dataset.created_at,
+                   summary=dataset.summary, source=f"dataset:{dataset.id}")
 
 
 class DatasetsPublic(BaseModel):

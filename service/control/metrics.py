@@ -1,4 +1,5 @@
-"""Long metric series made short enough to plot, without hiding spikes.
+"""A job's metric series: read by step, and long series made short enough to plot without
+hiding spikes (`MetricsRepo.thinned`). Rows are written by `lifecycle.progress`.
 
 The steps after `since` are cut into `max_points // 2` equal step ranges (buckets); from each
 bucket the rows holding each metric's smallest and largest value are kept, whole and
@@ -13,11 +14,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from json import JSONDecoder, loads
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Text, bindparam, cast, func, select
 
-from service.store import JobStore, metrics
+from service.control.db import Database
+from service.control.tables import metrics
 
 CHUNK_ROWS = 5000
+METRICS_SINCE = (
+    select(metrics.c.step, metrics.c.attempt, metrics.c["values"])
+    .where(metrics.c.job_id == bindparam("job_id"), metrics.c.step > bindparam("since"))
+    .order_by(metrics.c.step).limit(bindparam("limit"))
+)
 _scan = JSONDecoder().scan_once  # the C scanner, without json.loads' whitespace handling around it
 
 
@@ -70,19 +77,29 @@ def thin(rows: Iterable[tuple[int, int, dict]], first_step: int, last_step: int,
     return kept
 
 
-def metrics_thinned(store: JobStore, job_id: str, since: int, max_points: int) -> tuple[list[dict], bool]:
-    """The rows after `since`, thinned when there are more than `max_points`; (rows, thinned)."""
-    where = (metrics.c.job_id == job_id, metrics.c.step > since)
-    with store.engine.connect() as conn:
-        first, last, count = conn.execute(
-            select(func.min(metrics.c.step), func.max(metrics.c.step), func.count()).where(*where)
-        ).one()
-        if not count or count <= max_points:
-            return store.metrics(job_id, since_step=since, limit=max_points), False
-        # The values as JSON text, parsed here: a third faster than SQLAlchemy's JSON rows.
-        result = conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
-            select(metrics.c.step, metrics.c.attempt, cast(metrics.c["values"], Text))
-            .where(*where).order_by(metrics.c.step)
-        )
-        rows = ((step, attempt, parse(text)) for step, attempt, text in result)
-        return thin(rows, int(first), int(last), max(1, max_points // 2)), True
+class MetricsRepo:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def since(self, job_id: str, since_step: int = 0, limit: int = 10_000) -> list[dict]:
+        """Rows with step > since_step, by step: `{"step", "attempt", **values}`."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(METRICS_SINCE, {"job_id": job_id, "since": since_step, "limit": limit}).all()
+        return [{"step": r.step, "attempt": r.attempt, **(r._mapping["values"] or {})} for r in rows]
+
+    def thinned(self, job_id: str, since: int, max_points: int) -> tuple[list[dict], bool]:
+        """The rows after `since`, thinned when there are more than `max_points`; (rows, thinned)."""
+        where = (metrics.c.job_id == job_id, metrics.c.step > since)
+        with self.db.engine.connect() as conn:
+            first, last, count = conn.execute(
+                select(func.min(metrics.c.step), func.max(metrics.c.step), func.count()).where(*where)
+            ).one()
+            if not count or count <= max_points:
+                return self.since(job_id, since_step=since, limit=max_points), False
+            # The values as JSON text, parsed here: a third faster than SQLAlchemy's JSON rows.
+            result = conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
+                select(metrics.c.step, metrics.c.attempt, cast(metrics.c["values"], Text))
+                .where(*where).order_by(metrics.c.step)
+            )
+            rows = ((step, attempt, parse(text)) for step, attempt, text in result)
+            return thin(rows, int(first), int(last), max(1, max_points // 2)), True

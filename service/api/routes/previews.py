@@ -3,7 +3,6 @@ and what training will see of it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
@@ -12,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from dcl_core.config import AugmentConfig
 from dcl_core.errors import UserError
-from service import previews
-from service.deps import CurrentKey, OwnedDataset, SettingsDep, too_many
+from service.api import previews
+from service.api.deps import CurrentKey, OwnedDataset, PlaneDep, too_many
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -43,14 +42,14 @@ class AugmentPreview(BaseModel):
 
 
 @router.get("/{dataset_id}/samples", response_model=SamplesPublic, response_model_by_alias=True)
-def dataset_samples(dataset: OwnedDataset, settings: SettingsDep,
+def dataset_samples(dataset: OwnedDataset, plane: PlaneDep,
                     n: Annotated[int, Query(ge=1, le=64, description="How many images, spread over the dataset.")] = 24,
                     ) -> SamplesPublic:
     try:
-        items = previews.dataset_samples(Path(settings.datasets_dir) / dataset["id"], n)
+        items = previews.dataset_samples(plane.storage.dataset_dir(dataset.id), n)
     except UserError as exc:
-        raise HTTPException(409, f"dataset {dataset['id']}: {exc}") from None
-    return SamplesPublic(dataset_id=dataset["id"], items=[Sample.model_validate(i) for i in items])
+        raise HTTPException(409, f"dataset {dataset.id}: {exc}") from None
+    return SamplesPublic(dataset_id=dataset.id, items=[Sample.model_validate(i) for i in items])
 
 
 _busy: set[str] = set()
@@ -61,7 +60,7 @@ _busy: set[str] = set()
              responses={200: {"content": {"image/png": {}}, "description": "Rows: the image, then its views"},
                         429: {"description": "A preview for this key is already running"},
                         503: {"description": "torch is not installed where the API runs"}})
-async def augment_preview(dataset: OwnedDataset, owner: CurrentKey, settings: SettingsDep,
+async def augment_preview(dataset: OwnedDataset, owner: CurrentKey, plane: PlaneDep,
                           body: Annotated[AugmentPreview, Body()] = AugmentPreview()) -> Response:
     """The `dcl show-augment` picture of the dataset's first images under an augment config, to
     tune `crop_scale`, jitter and the rest before training. Needs torch on the API's host."""
@@ -73,7 +72,7 @@ async def augment_preview(dataset: OwnedDataset, owner: CurrentKey, settings: Se
     _busy.add(owner)
     try:
         png = await run_in_threadpool(
-            previews.augment_preview, Path(settings.datasets_dir) / dataset["id"],
+            previews.augment_preview, plane.storage.dataset_dir(dataset.id),
             body.augment.model_dump(mode="json"), n=body.n, views=body.views, image_size=body.image_size,
             seed=body.seed, timeout_s=PREVIEW_TIMEOUT_S)
     except previews.PreviewUnavailable as exc:

@@ -12,9 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import OPERATOR, Viewer
-from service.queue import broker_ping, queue_depths
-from service.schemas import Message
+from service.api.deps import OPERATOR, Viewer
+from service.api.schemas import Message
+from service.control.models import WorkerSighting
+from service.control.queue import broker_ping, queue_depths
 
 router = APIRouter(tags=["health"])
 
@@ -41,14 +42,14 @@ async def _check(fn, *args) -> dict[str, Any]:
     return out
 
 
-def worker_nodes(rows: list[dict]) -> list[dict]:
+def worker_nodes(rows: list[WorkerSighting]) -> list[dict]:
     """One entry per worker: a job's pool process reports as NODE/PID, its worker as NODE."""
     nodes: dict[str, dict] = {}
     for row in rows:
-        node, _, child = row["name"].partition("/")
-        entry = nodes.setdefault(node, {"name": node, "seen_at": row["seen_at"], "info": {}, "jobs": []})
-        entry["seen_at"] = max(entry["seen_at"], row["seen_at"])
-        info = row.get("info") or {}
+        node, _, child = row.name.partition("/")
+        entry = nodes.setdefault(node, {"name": node, "seen_at": row.seen_at, "info": {}, "jobs": []})
+        entry["seen_at"] = max(entry["seen_at"], row.seen_at)
+        info = row.info
         if not child:
             entry["info"] = info
         elif info.get("job"):
@@ -62,10 +63,11 @@ async def readyz(request: Request, who: Viewer) -> JSONResponse:
     workers (names, processes, jobs) are shown to operator keys only; others get the verdict
     and the number of workers."""
     state = request.app.state
+    plane = state.plane
     database, broker, workers = await asyncio.gather(
-        _check(state.store.ping),
-        _check(broker_ping, state.celery),
-        _check(state.store.workers_seen, state.settings.worker_seen_seconds),
+        _check(plane.db.ping),
+        _check(broker_ping, plane.celery),
+        _check(plane.workers.seen_within, state.settings.worker_seen_seconds),
     )
     nodes = worker_nodes(workers.pop("items", []))
     ready = database["ok"] and broker["ok"]
@@ -84,7 +86,7 @@ async def readyz(request: Request, who: Viewer) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-class StoreCollector:
+class JobsCollector:
     """Job counts, queue depths, workers and job durations, read at scrape time."""
 
     def __init__(self, app_state, owner: str | None = None):
@@ -93,16 +95,16 @@ class StoreCollector:
         """Count only this owner's jobs (None: everyone's)."""
 
     def collect(self):
-        store, settings = self.state.store, self.state.settings
+        plane, settings = self.state.plane, self.state.settings
         jobs = GaugeMetricFamily("dcl_jobs", "Jobs by status", labels=["status"])
-        for status, n in store.count_jobs_by_status(self.owner).items():
+        for status, n in plane.jobs.count_by_status(self.owner).items():
             jobs.add_metric([status], n)
         yield jobs
         queues = [settings.gpu_queue, settings.cpu_queue]
         up = GaugeMetricFamily("dcl_broker_up", "1 when the broker answered this scrape")
         depth = GaugeMetricFamily("dcl_queue_depth", "Messages waiting in a queue", labels=["queue"])
         try:
-            for name, n in queue_depths(self.state.celery, queues).items():
+            for name, n in queue_depths(plane.celery, queues).items():
                 depth.add_metric([name], n)
             up.add_metric([], 1)
         except Exception:  # noqa: BLE001 - an unreachable broker is a value, not an error
@@ -110,12 +112,12 @@ class StoreCollector:
         yield up
         yield depth
         workers = GaugeMetricFamily("dcl_workers_seen", "Workers seen within worker_seen_seconds")
-        workers.add_metric([], len(worker_nodes(store.workers_seen(settings.worker_seen_seconds))))
+        workers.add_metric([], len(worker_nodes(plane.workers.seen_within(settings.worker_seen_seconds))))
         yield workers
         durations = HistogramMetricFamily("dcl_job_duration_seconds", "Run time of finished jobs",
                                           labels=["type", "status"])
         grouped: dict[tuple[str, str], list[float]] = {}
-        for type_, status, seconds in store.job_durations(owner=self.owner):
+        for type_, status, seconds in plane.jobs.durations(owner=self.owner):
             grouped.setdefault((type_, status), []).append(seconds)
         for (type_, status), values in sorted(grouped.items()):
             buckets = [(str(b), sum(v <= b for v in values)) for b in DURATION_BUCKETS]
@@ -126,7 +128,7 @@ class StoreCollector:
 
 def make_registry(app_state) -> tuple[CollectorRegistry, Histogram]:
     registry = CollectorRegistry()
-    registry.register(StoreCollector(app_state))
+    registry.register(JobsCollector(app_state))
     latency = Histogram(
         "dcl_http_request_duration_seconds", "Time to the response's first byte",
         ["method", "route", "status"], registry=registry,
@@ -151,6 +153,6 @@ def metrics(request: Request, who: Viewer) -> Response:
         registry = state.registry
     else:
         registry = CollectorRegistry()
-        registry.register(StoreCollector(state, owner=who))
+        registry.register(JobsCollector(state, owner=who))
         registry.register(state.latency)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

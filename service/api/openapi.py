@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.schemas import Message, ValidationErrorPublic
+from service.api.schemas import Message, ValidationErrorPublic
 
 ERROR = {"$ref": "#/components/schemas/Message"}
 VALIDATION = {"$ref": "#/components/schemas/ValidationErrorPublic"}

@@ -1,6 +1,7 @@
-"""The FastAPI application: `create_app()` (uvicorn: `service.app:create_app --factory`).
+"""The FastAPI application: `create_app()` (uvicorn: `service.api.app:create_app --factory`).
 
-It validates, records and enqueues; it never imports torch or the worker.
+It admits, records (through the control plane's lifecycle) and enqueues; it never imports
+torch or the worker.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from dcl_core.errors import UserError
-from dcl_core.jobtypes import JOB_TYPES
-from service.deps import FieldError
-from service.guards import RejectOddUrls
-from service.openapi import install as install_openapi
-from service.queue import make_celery
-from service.resender import Resender
-from service.routes import dashboard, datasets, health, jobs, previews
-from service.settings import Settings, get_settings
-from service.store import JobStore
+from dcl_core.jobs import JOB_TYPES, Refusal
+from service.api.admission import TooMany
+from service.api.deps import FieldError, too_many
+from service.api.guards import RejectOddUrls
+from service.api.openapi import install as install_openapi
+from service.api.routes import artifacts, dashboard, datasets, events, health, jobs, previews
+from service.control.lifecycle import Refused
+from service.control.plane import ControlPlane
+from service.control.settings import Settings, get_settings
 
 log = logging.getLogger("service")
 
@@ -74,6 +75,21 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"detail": detail, "errors": []} if exc.status_code == 422 else {"detail": detail}  # one 422 shape
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(Refusal)
+    async def _refusal(request: Request, exc: Refusal) -> JSONResponse:
+        if exc.status == 422:
+            return JSONResponse(validation_body([{"loc": ["body", *exc.field.split(".")], "msg": exc.message}]),
+                                status_code=422)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(TooMany)
+    async def _too_many(request: Request, exc: TooMany) -> JSONResponse:
+        return await _http(request, too_many(str(exc), exc.retry_after_s))
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404 if exc.missing else 409)
+
     @app.exception_handler(UserError)
     async def _user(request: Request, exc: UserError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "errors": []}, status_code=422)
@@ -119,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        datasets.clean_stale_uploads(settings.datasets_dir)
+        app.state.plane.storage.clean_uploads()
         # What is loaded by now (FastAPI, pydantic, SQLAlchemy, Celery: some 100k objects) lives as
         # long as the process. Frozen, it is left out of full collections, which under polling load
         # otherwise walk it every few seconds (~90 ms on a 2-core machine, paid by every request
@@ -128,8 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         gc.unfreeze()
-        app.state.resender.stop()
-        app.state.store.dispose()
+        app.state.plane.close()
 
     app = FastAPI(
         title="dcl-service",
@@ -139,9 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.store = JobStore(settings.database_url)
-    app.state.celery = make_celery(settings)
-    app.state.resender = Resender(app.state.store, app.state.celery)
+    app.state.plane = ControlPlane(settings, resend_in_background=True)
     app.state.key_owners = settings.api_key_hashes()
     app.state.operator_owners = settings.operator_owners()
     app.state.registry, latency = health.make_registry(app.state)
@@ -152,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.include_router(artifacts.router)
     app.include_router(previews.router)
     dashboard.mount(app)
     return app

@@ -1,0 +1,136 @@
+"""What every job type declares: its `JobKind` (the spec model, whether it stops mid-run, whether
+it makes children) and its admission rule, a pure function `admit(spec, context)` that refuses
+a job the service could only fail, naming the field and the fix. The context answers what the
+rule needs to know of the world (datasets, other jobs, the server's files); the API provides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from dcl_core.catalog import SPLIT_SIZES
+from dcl_core.config import DatasetSpec, TrainConfig
+
+
+class Refusal(Exception):
+    """A job the service will not take: `field` (a dotted path, "config.batch_size"), what is wrong
+    and the fix. `status`: 422 (unusable field), 404 (a job or dataset it names is not there) or 409
+    (it names one in the wrong state)."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(message)
+        self.field, self.message, self.status = field, message, status
+
+
+class AdmissionContext(Protocol):
+    owner: str
+    allow_download: bool
+
+    def dataset_images(self, dataset_id: str) -> int | None:
+        """How many images the owner's uploaded dataset holds (None: unknown); LookupError when the
+        owner has no such dataset."""
+
+    def torchvision_missing(self, name: str, split: str) -> bool:
+        """Whether torchvision's files for this dataset split are absent on the server."""
+
+    def job_state(self, job_id: str) -> tuple[str, str] | None:
+        """(type, status) of one of the owner's jobs, or None."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    spec: type[BaseModel]
+    """The request model; its `type` field is `Literal[name]` (the union's discriminator). A spec
+    that runs on a worker has `device`, `devices` and `max_runtime_s`."""
+    admit: Callable[[Any, AdmissionContext], None]
+    can_stop: bool
+    """Honours `should_stop` mid-run (cancel and time caps take effect before the end)."""
+    has_children: bool = False
+    """Makes child jobs at submit (its spec's `child_specs()`), runs on no worker itself, and its
+    status and result follow its children's (settled by the control plane's lifecycle)."""
+    about: str = ""
+    order: int = 100
+    """Where it comes in lists (the API schema, the CLI's help)."""
+
+    @property
+    def runs_on_worker(self) -> bool:
+        return not self.has_children
+
+
+def dataset_fields(model: BaseModel, path: str = "") -> Iterator[tuple[str, DatasetSpec]]:
+    """Every DatasetSpec inside a spec, with its field path (`config.dataset`)."""
+    if isinstance(model, DatasetSpec):
+        yield path, model
+        return
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from dataset_fields(value, f"{path}.{name}" if path else name)
+
+
+def check_sources(spec: BaseModel, context: AdmissionContext) -> dict[str, int]:
+    """Each dataset the spec names must be readable where it runs; returns the image count of
+    each whose size is known, by field path."""
+    sizes: dict[str, int] = {}
+    for path, dataset in dataset_fields(spec):
+        where = f"{path}.source"
+        if dataset.kind == "path":
+            raise Refusal(where, f"{dataset.source!r} is a local path, which the service cannot read; "
+                                 "upload it with POST /v1/datasets and name it as dataset:ID")
+        size = SPLIT_SIZES.get(dataset.source, {}).get(dataset.split)
+        if dataset.kind == "dataset":
+            dataset_id = dataset.source.partition(":")[2]
+            try:
+                size = context.dataset_images(dataset_id)
+            except LookupError:
+                raise Refusal(where, f"dataset {dataset_id} not found; upload it with POST /v1/datasets") from None
+        if dataset.kind == "torchvision":
+            if dataset.download and not context.allow_download:
+                raise Refusal(f"{path}.download", "this server does not download datasets (DCL_ALLOW_DOWNLOAD "
+                                                  "is off); upload the data with POST /v1/datasets instead")
+            name = dataset.source.partition(":")[2]
+            if not dataset.download and context.torchvision_missing(name, dataset.split):
+                raise Refusal(where, f"{dataset.source} ({dataset.split} split) is not on this server: ask its "
+                                     f"operator to put torchvision's {name} files in the torchvision folder "
+                                     "(DCL_TORCHVISION_ROOT)"
+                                     + (", or set download: true" if context.allow_download else "")
+                                     + ", or upload the data with POST /v1/datasets")
+        if isinstance(size, int):
+            sizes[path] = min(size, dataset.max_images or size)
+    return sizes
+
+
+def check_batch_fits(config: TrainConfig, images: int | None, field: str = "config.batch_size") -> None:
+    if images is not None and config.batch_size > images:
+        raise Refusal(field, f"{config.batch_size} is more than the {images} images of {config.dataset.source}; "
+                             f"use batch_size <= {images}")
+
+
+def check_encoder_job(encoder_job: str, context: AdmissionContext) -> None:
+    state = context.job_state(encoder_job)
+    if state is None:
+        raise Refusal("encoder_job", f"encoder_job {encoder_job} not found", 404)
+    kind, status = state
+    if kind != "pretrain":
+        raise Refusal("encoder_job", f"encoder_job {encoder_job} is a {kind} job; name a pretrain job", 409)
+    if status != "succeeded":
+        raise Refusal("encoder_job", f"encoder_job {encoder_job} is {status}; name a pretrain job that "
+                                     "succeeded (wait for it to finish)", 409)
+
+
+class OneDevice:
+    """A job on its own `device`, one of them, with no run-time cap of its own."""
+
+    devices = 1
+    max_runtime_s = None
+
+
+def runs_on(device: str) -> str:
+    """The kind of queue a job on `device` goes to: `cpu`, or `gpu` (`auto` too: it runs on a GPU
+    when the worker has one)."""
+    return "cpu" if str(device) == "cpu" else "gpu"

@@ -1,0 +1,105 @@
+"""/v1/jobs/{id}/artifacts: a job's files, listed with their sha256 and served checked, with
+`Repr-Digest`, ETag and Range. Where the files are is the storage's business."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path as PathParam, Response
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import Headers
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+
+from dcl_core.files import sha256_file
+from service.api.deps import OwnedJob, PlaneDep
+from service.api.schemas import ArtifactPublic, ArtifactsPublic
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def artifact_url(job_id: str, name: str) -> str:
+    return f"/v1/jobs/{job_id}/artifacts/{name}"
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactsPublic)
+def list_artifacts(job: OwnedJob, plane: PlaneDep) -> ArtifactsPublic:
+    items = [ArtifactPublic(name=a.name, size=a.size, sha256=a.sha256, created_at=a.created_at,
+                            url=artifact_url(job.id, a.name)) for a in plane.artifacts.list(job.id)]
+    return ArtifactsPublic(job_id=job.id, items=items)
+
+
+_verified: dict[tuple, str] = {}
+"""(path, inode, size, mtime_ns) -> sha256 of files already hashed (cleared when it grows)."""
+
+
+def file_sha256(path: Path, stat: os.stat_result) -> str:
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    digest = _verified.get(key)
+    if digest is None:
+        digest = sha256_file(path)
+        if len(_verified) > 4096:
+            _verified.clear()
+        _verified[key] = digest
+    return digest
+
+
+class ArtifactFile(FileResponse):
+    """A FileResponse whose Range errors (400, 416) come in the JSON error model, like every
+    other error (Starlette answers them in plain text). Uses Starlette's own range parser."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = Headers(scope=scope)
+        http_range, if_range = headers.get("range"), headers.get("if-range")
+        if http_range is not None and scope["method"] in ("GET", "HEAD") and self.stat_result is not None \
+                and (if_range is None or self._should_use_range(if_range)):
+            try:
+                self._parse_range_header(http_range, self.stat_result.st_size)
+            except MalformedRangeHeader as exc:
+                error = JSONResponse({"detail": f"malformed Range header ({exc.content}); "
+                                                "send `Range: bytes=START-[END]`"}, status_code=400)
+                return await error(scope, receive, send)
+            except RangeNotSatisfiable as exc:
+                error = JSONResponse({"detail": f"the Range starts past the end of the file "
+                                                f"({exc.max_size} bytes)"}, status_code=416,
+                                     headers={"Content-Range": f"bytes */{exc.max_size}"})
+                return await error(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}},
+                       400: {"description": "Malformed Range header"},
+                       416: {"description": "Range not satisfiable"},
+                       206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
+                       404: {"description": "No such artifact"},
+                       409: {"description": "The stored file does not match its recorded sha256"}})
+def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=255)], plane: PlaneDep,
+                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The file, with its sha256 as `Repr-Digest` (RFC 9530) and as the ETag; Range requests work.
+    The file is checked against its recorded sha256 before it is served."""
+    artifact = plane.artifacts.get(job.id, name)
+    path = plane.storage.artifact_path(job.id, artifact.name) if artifact is not None else None
+    if artifact is None or path is None:
+        raise HTTPException(404, f"job {job.id} has no artifact {name!r}")
+    try:
+        stat = path.stat()
+    except OSError:
+        raise HTTPException(409, f"artifact {name!r} of job {job.id} is missing from the artifact store; "
+                                 "it cannot be served") from None
+    if stat.st_size != artifact.size or file_sha256(path, stat) != artifact.sha256:
+        log.error("artifact %s of %s does not match its recorded sha256", name, job.id)
+        raise HTTPException(409, f"artifact {name!r} of job {job.id} does not match its recorded sha256 "
+                                 "(damaged or being rewritten); it is not served")
+    etag = f'"{artifact.sha256}"'
+    digest = base64.b64encode(bytes.fromhex(artifact.sha256)).decode()
+    headers = {"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:", "Cache-Control": "private, no-cache"}
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return ArtifactFile(path, filename=artifact.name, headers=headers, stat_result=stat,
+                        media_type="application/octet-stream" if not name.endswith(".json") else "application/json")
