@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench-smoke clean
+.PHONY: run test test-fast install bench-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the unit tests (no browser, docker, real worker processes or slow marks).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration and not gpu" $(PYTEST_ARGS)
 
 # The property tests with many more examples (a nightly run): never a 5xx, answers as the schema says.
 .PHONY: fuzz

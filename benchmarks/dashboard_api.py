@@ -20,29 +20,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.store import JobStore  # noqa: E402
+from service.control.clock import utcnow  # noqa: E402
+from service.control.db import new_id  # noqa: E402
+from service.control.settings import Settings  # noqa: E402
+from service.control.tables import jobs as jobs_table  # noqa: E402
+from tests.fixtures.control import open_plane, parse_spec  # noqa: E402
 from tests.fixtures.servers import run_api_server  # noqa: E402
 
 
 def fill(data_dir: Path, jobs: int, rows: int) -> str:
-    store = JobStore(f"sqlite:///{data_dir.resolve()}/dcl.db")
-    spec = {"type": "pretrain", "config": {"method": "dcl", "encoder": "resnet18", "batch_size": 256}}
-    with store.engine.begin() as conn:
-        from service.store import jobs as jobs_table, new_id, utcnow
-
+    spec = parse_spec({"type": "pretrain", "config": {"method": "dcl", "encoder": "resnet18", "batch_size": 256}})
+    with open_plane(Settings(data_dir=data_dir, lease_seconds=3600)) as plane:
         now = utcnow()
-        conn.execute(jobs_table.insert(), [
-            dict(id=new_id("job"), owner="local", type="pretrain", status="succeeded", spec=spec, created_at=now,
-                 attempts=1, cancel_requested=False, step=100, latest_metrics={"step": 100, "loss": 1.0})
-            for _ in range(jobs - 1)])
-    job = store.create_job("local", "pretrain", spec)
-    store.claim(job["id"], "bench", 3600)
-    series = [{"step": s, "loss": 2 - s / rows + 0.01 * math.sin(s), "lr": 0.1 * (1 - s / rows), "epoch": s / 200}
-              for s in range(1, rows + 1)]
-    for start in range(0, rows, 10_000):
-        store.report(job["id"], "bench", start + 10_000, metrics_rows=series[start:start + 10_000])
-    store.dispose()
-    return job["id"]
+        with plane.db.engine.begin() as conn:
+            conn.execute(jobs_table.insert(), [
+                dict(id=new_id("job"), owner="local", type="pretrain", status="succeeded",
+                     spec=spec.model_dump(mode="json"), created_at=now, attempts=1, cancel_requested=False, step=100,
+                     latest_metrics={"step": 100, "loss": 1.0})
+                for _ in range(jobs - 1)])
+        job = plane.lifecycle.submit("local", spec)
+        plane.lifecycle.claim(job.id, "bench")
+        series = [{"step": s, "loss": 2 - s / rows + 0.01 * math.sin(s), "lr": 0.1 * (1 - s / rows), "epoch": s / 200}
+                  for s in range(1, rows + 1)]
+        for start in range(0, rows, 10_000):
+            plane.lifecycle.progress(job.id, "bench", start + 10_000, rows=series[start:start + 10_000])
+    return job.id
 
 
 def timed(client, path: str, repeat: int) -> tuple[float, int, int]:

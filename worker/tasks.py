@@ -215,6 +215,9 @@ def wait_for_gpu_memory(job: Job, *, plane: ControlPlane, worker: str) -> str | 
         if verdict == gpu_memory.NEVER:
             plane.lifecycle.fail(job.id, detail, worker=worker)
             return "failed"
+        if plane.jobs.is_cancel_requested(job.id):
+            plane.lifecycle.stopped(job.id, worker=worker)
+            return "cancelled"
         plane.lifecycle.release(job.id, worker, countdown=settings.gpu_wait_seconds)
     except Refused as exc:
         log.warning("job %s: %s", job.id, exc)

@@ -93,8 +93,8 @@ class Lifecycle:
         self.artifacts = ArtifactRepo(db, clock)
         self.workers = WorkerRepo(db, clock)
 
-    def _refuse(self, job_id: str, event: str, why: str = "") -> Refused:
-        return Refused(job_id, event, describe(self.jobs.get(job_id)), why)
+    def _refuse(self, job_id: str, event: str, why: str = "", owner: str | None = None) -> Refused:
+        return Refused(job_id, event, describe(self.jobs.get(job_id, owner)), why)
 
     # ---- creating ------------------------------------------------------------------------
 
@@ -262,7 +262,8 @@ class Lifecycle:
         with self.db.engine.begin() as conn:
             ids = transitions.delete_finished(conn, job_id, owner)
         if ids is None:
-            raise self._refuse(job_id, "delete", "it (or one of its members) is queued or running; cancel it first")
+            raise self._refuse(job_id, "delete", "it (or one of its members) is queued or running; cancel it first",
+                               owner)
         for i in ids:
             self.storage.delete_job(i)
         return ids

@@ -26,6 +26,7 @@ class ControlPlane:
         self.settings = settings
         self.clock = clock
         self.db = db or Database(settings.database_url)
+        self._own_celery = celery is None
         self.celery = celery if celery is not None else make_celery(settings)
         self.storage = LocalStorage(Path(settings.artifacts_dir), Path(settings.datasets_dir))
         self.jobs = JobRepo(self.db, clock)
@@ -47,3 +48,5 @@ class ControlPlane:
     def close(self) -> None:
         self.dispatcher.stop()
         self.db.dispose()
+        if self._own_celery:
+            self.celery.close()

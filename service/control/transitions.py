@@ -118,8 +118,9 @@ def cancel(conn, job_id: str, now: datetime) -> None:
 
 
 def release(conn, job_id: str, worker: str, now: datetime) -> bool:
-    """running -> queued by the worker that claimed it and could not start it: its attempt not counted."""
-    return bool(conn.execute(update(jobs).where(*_held(job_id, worker)).values(
+    """running -> queued by the worker that claimed it and could not start it: its attempt not counted.
+    Not once a cancel was requested (the job is then stopped instead)."""
+    return bool(conn.execute(update(jobs).where(*_held(job_id, worker), c.cancel_requested.is_(False)).values(
         status="queued", worker=None, lease_expires_at=None, enqueued_at=now, attempts=c.attempts - 1)).rowcount)
 
 

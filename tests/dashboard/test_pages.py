@@ -185,15 +185,15 @@ def test_key_prompt_and_a_second_key_sees_an_empty_list(tmp_path, page):
 
 
 def test_jobs_page_pages_and_filters(tmp_path, page):
-    from service.store import JobStore
+    from service.control.settings import Settings
+    from tests.fixtures.control import open_plane, submit
 
     with run_api_server(tmp_path / "data") as api:
-        store = JobStore(f"sqlite:///{(tmp_path / 'data').resolve()}/dcl.db")
-        for i in range(30):
-            job = store.create_job("local", "pretrain", {"type": "pretrain", "config": {**TINY, "batch_size": 2 + i}})
-            if i % 3 == 0:
-                store.cancel(job["id"])
-        store.dispose()
+        with open_plane(Settings(data_dir=api.data_dir)) as plane:  # jobs made as the API makes them
+            for i in range(30):
+                job = submit(plane, "local", {"type": "pretrain", "config": {**TINY, "batch_size": 2 + i}})
+                if i % 3 == 0:
+                    plane.lifecycle.cancel(job.id)
         page.goto(api.url + "/#/jobs")
         page.locator("tr[data-job]").first.wait_for()
         assert page.locator("tr[data-job]").count() == 25

@@ -3,8 +3,10 @@
 import pytest
 from pydantic import ValidationError
 
-from dcl_core.config import EmbedJob, ProbeJob, TrainConfig
+from dcl_core.config import TrainConfig
 from dcl_core.hooks import NullHooks
+from dcl_core.jobs.embed import EmbedJob
+from dcl_core.jobs.linear_probe import ProbeJob
 from dcl_core.train import fit
 
 

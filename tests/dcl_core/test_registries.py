@@ -17,16 +17,19 @@ def test_every_job_type_is_one_entry_with_a_matching_spec_model():
     adapter = TypeAdapter(JobSpec)
     for name, kind in JOB_TYPES.items():
         assert kind.spec.model_fields["type"].default == name
-        assert (kind.runner is None) == kind.has_children  # a parent never runs on a worker itself
+        assert kind.runs_on_worker == (not kind.has_children)  # a parent never runs on a worker itself
+        assert kind.has_children == hasattr(kind.spec, "child_specs")  # and says what it makes
     assert adapter.validate_python({"type": "pretrain"}).type == "pretrain"
     with pytest.raises(ValidationError):
         adapter.validate_python({"type": "finetune"})
 
 
 def test_the_worker_has_a_runner_for_every_runnable_type():
-    from worker.engine import RUNNERS
+    from worker.runners import load_runners, runner
 
-    assert set(RUNNERS) == {name for name, kind in JOB_TYPES.items() if kind.runner}
+    assert set(load_runners()) == {name for name, kind in JOB_TYPES.items() if kind.runs_on_worker}
+    with pytest.raises(ValueError):
+        runner("sweep")  # a parent type has no runner
 
 
 def test_api_schema_and_cli_take_the_types_from_the_registry():
@@ -42,9 +45,11 @@ def test_queue_rule_comes_from_the_job_type():
     from service.control.settings import Settings
 
     settings = Settings()
-    assert queue_for({"type": "pretrain", "config": {"device": "cpu"}}, settings) == settings.cpu_queue
-    assert queue_for({"type": "embed", "device": "auto"}, settings) == settings.gpu_queue
-    assert queue_for({"type": "sweep", "config": {"device": "cpu"}}, settings) is None
+    spec = TypeAdapter(JobSpec).validate_python
+    assert queue_for(spec({"type": "pretrain", "config": {"device": "cpu"}}), settings) == settings.cpu_queue
+    assert queue_for(spec({"type": "embed", "device": "auto", "encoder_job": "job_0123abcd", "data": "builtin:digits"}),
+                     settings) == settings.gpu_queue
+    assert queue_for(spec({"type": "sweep", "config": {"device": "cpu"}, "grid": {"seed": [0]}}), settings) is None
 
 
 def test_method_names_are_validated_from_the_table_and_build_their_loss():
@@ -59,6 +64,6 @@ def test_method_names_are_validated_from_the_table_and_build_their_loss():
 
 
 def test_reading_the_registries_does_not_import_torch():
-    code = "import sys, dcl_core.jobtypes, dcl_core.methods, dcl_core.sweep; print('torch' in sys.modules)"
+    code = "import sys, dcl_core.jobs, dcl_core.methods, dcl_core.sweep; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

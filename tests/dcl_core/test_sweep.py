@@ -8,7 +8,8 @@ import io
 import pytest
 from pydantic import ValidationError
 
-from dcl_core.sweep import MAX_POINTS, SweepJob, results_csv, sweep_result
+from dcl_core.jobs.sweep import MAX_POINTS, SweepJob
+from dcl_core.sweep import results_csv, sweep_result
 
 BASE = {"encoder": "convnet_small", "epochs": 2}
 EVALUATE = {"train": "builtin:digits", "test": {"source": "builtin:digits", "split": "test"}, "classifier": "knn"}

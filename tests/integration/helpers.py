@@ -188,10 +188,12 @@ class Stack:
 
         return make_celery(self.settings())
 
-    def store(self):
-        from service.store import JobStore
+    def plane(self):
+        """A control plane on the stack's job store and broker (as a worker opens one); close it
+        with `plane.close()`."""
+        from service.control.plane import ControlPlane
 
-        return JobStore(self.settings().database_url)
+        return ControlPlane(self.settings())
 
     def restart_redis(self, down_s: float = 1.0) -> None:
         """Stop the redis-server (no persistence: every queued message is lost) and start a

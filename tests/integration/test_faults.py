@@ -103,4 +103,4 @@ def test_redis_restart_loses_no_job(tmp_path):
         assert second["status"] == "succeeded", (second, stack.logs())
         assert first["attempts"] == 1  # the running job was not disturbed
         assert second["attempts"] == 1
-        assert f"job {waiting['id']} resent" in stack.worker.output(10**7)
+        assert f"reconciler: job {waiting['id']} sent again" in stack.worker.output(10**7)

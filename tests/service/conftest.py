@@ -1,4 +1,4 @@
-"""Shared set-up for the service tests: a job store on SQLite (and PostgreSQL when
+"""Shared set-up for the service tests: a control plane on SQLite (and PostgreSQL when
 DCL_TEST_POSTGRES_URL is set), one API server for the session, small datasets."""
 
 from __future__ import annotations
@@ -11,28 +11,39 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.store import JobStore
+from service.control.clock import FakeClock
+from service.control.db import Database
+from service.control.plane import ControlPlane
+from service.control.settings import Settings
 from tests.fixtures.servers import run_api_server
 
 ALICE, BOB, CAROL = "alice-key-0123456789", "bob-key-9876543210", "carol-key-5555555555"
 OPERATOR = "operator-key-4444444444"
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    """The time the `plane` fixture sees: it moves only when the test advances it."""
+    return FakeClock()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path):
-    """A fresh JobStore: SQLite in tmp_path, or a schema of its own in the test PostgreSQL."""
+def plane(request, tmp_path, clock):
+    """A fresh control plane: its database SQLite in tmp_path, or a schema of its own in the test
+    PostgreSQL; its broker the embedded SQLite one under tmp_path (submits send real messages)."""
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
     if request.param == "sqlite":
-        s = JobStore(f"sqlite:///{tmp_path}/store.db")
-        yield s
-        s.dispose()
-        return
-    url = request.getfixturevalue("postgres_url")
-    s = JobStore(url, schema=f"dcl_test_{secrets.token_hex(6)}")
+        db = Database(f"sqlite:///{tmp_path}/store.db")
+    else:
+        db = Database(request.getfixturevalue("postgres_url"), schema=f"dcl_test_{secrets.token_hex(6)}")
+    p = ControlPlane(settings, db=db, clock=clock)
     try:
-        yield s
+        yield p
     finally:
-        s.drop()
-        s.dispose()
+        if db.schema is not None:
+            db.drop()
+        p.close()
 
 
 def png_bytes(color=(255, 0, 0), size=(16, 16)) -> bytes:
@@ -73,11 +84,11 @@ def api(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def api_store(api):
-    """The API's own job store, opened from the test (as a worker would)."""
-    s = JobStore(f"sqlite:///{api.data_dir.resolve()}/dcl.db")
-    yield s
-    s.dispose()
+def api_plane(api):
+    """A control plane on the API's own database and broker, opened from the test (as a worker would)."""
+    p = ControlPlane(Settings(data_dir=api.data_dir))
+    yield p
+    p.close()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 
 from dcl_core.cli import main
 from service.cli import progress_bar
+from service.control.models import ArtifactFile
 from tests.fixtures.servers import REPO_ROOT, dcl_env, free_port, stop_process, wait_for_port
 from tests.service.conftest import ALICE, BOB, image_zip
 
@@ -69,16 +70,18 @@ def test_upload_prints_the_dataset_id(dcl, tmp_path):
     assert code == 0 and out.strip().startswith("ds_") and "6 images" in err
 
 
-def test_wait_follows_the_job_to_its_end(dcl, alice, api_store):
+def test_wait_follows_the_job_to_its_end(dcl, alice, api_plane):
     job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
+    lifecycle = api_plane.lifecycle
 
     def play_worker():
         time.sleep(0.3)
-        api_store.claim(job_id, "w1", 60)
+        lifecycle.claim(job_id, "w1")
         for step in (5, 10):
-            api_store.report(job_id, "w1", step, 10, step / 10, [{"step": step, "loss": -step / 5}])
+            lifecycle.progress(job_id, "w1", step, total_steps=10, epoch=step / 10,
+                               rows=[{"step": step, "loss": -step / 5}])
             time.sleep(0.1)
-        api_store.finish(job_id, "w1", {"loss": -2.0})
+        lifecycle.succeed(job_id, "w1", {"loss": -2.0})
 
     threading.Thread(target=play_worker).start()
     code, out, err = dcl("wait", job_id)
@@ -86,22 +89,23 @@ def test_wait_follows_the_job_to_its_end(dcl, alice, api_store):
     assert "10/10" in err  # the progress bar reached the end
 
 
-def test_wait_exits_1_when_the_job_failed(dcl, alice, api_store):
+def test_wait_exits_1_when_the_job_failed(dcl, alice, api_plane):
     job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
-    api_store.claim(job_id, "w1", 60)
-    api_store.fail(job_id, "w1", "loss became NaN at step 3")
+    api_plane.lifecycle.claim(job_id, "w1")
+    api_plane.lifecycle.fail(job_id, "loss became NaN at step 3", worker="w1")
     code, out, _ = dcl("wait", job_id, "--quiet")
     assert code == 1 and "NaN at step 3" in out
 
 
-def test_download_checks_sha256_and_resumes_a_partial_file(dcl, alice, api, api_store, tmp_path):
+def test_download_checks_sha256_and_resumes_a_partial_file(dcl, alice, api, api_plane, tmp_path):
     job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
     data = os.urandom(300_000)
     folder = api.data_dir / "artifacts" / job_id
     folder.mkdir(parents=True)
     (folder / "encoder.safetensors").write_bytes(data)
-    api_store.claim(job_id, "w1", 60)
-    api_store.finish(job_id, "w1", {}, [("encoder.safetensors", len(data), hashlib.sha256(data).hexdigest())])
+    api_plane.lifecycle.claim(job_id, "w1")
+    api_plane.lifecycle.succeed(job_id, "w1", {},
+                                [ArtifactFile("encoder.safetensors", len(data), hashlib.sha256(data).hexdigest())])
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "encoder.safetensors.part").write_bytes(data[:100_000])  # an earlier, cut download

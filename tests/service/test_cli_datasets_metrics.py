@@ -25,11 +25,11 @@ def test_datasets_lists_my_uploads_only(dcl, tmp_path):  # noqa: F811
     assert code == 0 and dataset_id not in out
 
 
-def test_metrics_prints_every_row_of_the_series(dcl, alice, api_store):  # noqa: F811
+def test_metrics_prints_every_row_of_the_series(dcl, alice, api_plane):  # noqa: F811
     job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
-    api_store.claim(job_id, "w1", 60)
+    api_plane.lifecycle.claim(job_id, "w1")
     rows = [{"step": s, "loss": -s / 1000, "lr": 0.1} for s in range(1, 1206)]  # more than one page (1000)
-    api_store.report(job_id, "w1", 1205, 1205, 1.0, rows)
+    api_plane.lifecycle.progress(job_id, "w1", 1205, total_steps=1205, epoch=1.0, rows=rows)
     code, out, _ = dcl("metrics", job_id)
     assert code == 0
     lines = out.splitlines()

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from service.client import parse_sse
+from service.control.models import ArtifactFile
 from tests.service.conftest import ALICE
 
 pytestmark = pytest.mark.integration
@@ -38,16 +39,18 @@ def events_of(text: str):
     return list(parse_sse(iter(text.split("\n"))))
 
 
-def test_event_stream_carries_metrics_with_step_ids_until_the_job_ends(alice, api, api_store):
+def test_event_stream_carries_metrics_with_step_ids_until_the_job_ends(alice, api, api_plane):
     job_id = new_job(alice)
+    lifecycle = api_plane.lifecycle
 
     def play_worker():
         time.sleep(0.5)  # long enough for keep-alive comments while queued
-        api_store.claim(job_id, "w1", 60)
+        lifecycle.claim(job_id, "w1")
         for step in (10, 20, 30):
-            api_store.report(job_id, "w1", step, 30, step / 30, [{"step": step, "loss": -step / 10}])
+            lifecycle.progress(job_id, "w1", step, total_steps=30, epoch=step / 30,
+                               rows=[{"step": step, "loss": -step / 10}])
             time.sleep(0.1)
-        api_store.finish(job_id, "w1", {"loss": -3.0})
+        lifecycle.succeed(job_id, "w1", {"loss": -3.0})
 
     worker = threading.Thread(target=play_worker)
     worker.start()
@@ -66,11 +69,13 @@ def test_event_stream_carries_metrics_with_step_ids_until_the_job_ends(alice, ap
     assert events[-1].data["progress"]["step"] == 30
 
 
-def test_event_stream_resumes_after_last_event_id(alice, api, api_store):
+def test_event_stream_resumes_after_last_event_id(alice, api, api_plane):
     job_id = new_job(alice)
-    api_store.claim(job_id, "w1", 60)
-    api_store.report(job_id, "w1", 40, 40, 1.0, [{"step": s, "loss": -1.0} for s in (10, 20, 30, 40)])
-    api_store.finish(job_id, "w1", {})
+    lifecycle = api_plane.lifecycle
+    lifecycle.claim(job_id, "w1")
+    lifecycle.progress(job_id, "w1", 40, total_steps=40, epoch=1.0,
+                       rows=[{"step": s, "loss": -1.0} for s in (10, 20, 30, 40)])
+    lifecycle.succeed(job_id, "w1", {})
     resumed = events_of(read_stream(api, job_id, headers={"Last-Event-ID": "20"}))
     assert [e.data["step"] for e in resumed if e.event == "metrics"] == [30, 40]
     by_query = events_of(read_stream(api, job_id, params={"since": 30}))
@@ -87,7 +92,7 @@ def test_event_stream_of_a_cancelled_job_ends(alice, api):
 
 
 @pytest.fixture
-def finished_job(alice, api, api_store):
+def finished_job(alice, api, api_plane):
     """A succeeded job with two artifacts on disk, registered with their sha256."""
     job_id = new_job(alice)
     folder = api.data_dir / "artifacts" / job_id
@@ -96,9 +101,9 @@ def finished_job(alice, api, api_store):
     listed = []
     for name, data in files.items():
         (folder / name).write_bytes(data)
-        listed.append((name, len(data), hashlib.sha256(data).hexdigest()))
-    api_store.claim(job_id, "w1", 60)
-    api_store.finish(job_id, "w1", {"loss": -2.0}, listed)
+        listed.append(ArtifactFile(name, len(data), hashlib.sha256(data).hexdigest()))
+    api_plane.lifecycle.claim(job_id, "w1")
+    api_plane.lifecycle.succeed(job_id, "w1", {"loss": -2.0}, listed)
     return job_id, files, folder
 
 
@@ -166,35 +171,39 @@ def test_event_stream_is_rejoined_after_the_api_restarts(tmp_path):
     """The API is killed mid-stream and started again on the same port and data: the
     client reconnects with Last-Event-ID and gets every later step once, then `end`."""
     from service.client import Client
-    from service.store import JobStore
+    from service.control.settings import Settings
+    from tests.fixtures.control import open_plane
     from tests.fixtures.servers import free_port, run_api_server
 
     data_dir, port = tmp_path / "data", free_port()
+    data_dir.mkdir(parents=True)
     env = {"DCL_SSE_POLL_SECONDS": "0.05"}
     received: list = []
-    with run_api_server(data_dir, env=env, port=port) as first:
-        store = JobStore(f"sqlite:///{data_dir.resolve()}/dcl.db")
-        job_id = first.client().post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
-        store.claim(job_id, "w1", 600)
-        store.report(job_id, "w1", 20, 40, 0.5, [{"step": s, "loss": -1.0} for s in (10, 20)])
+    with open_plane(Settings(data_dir=data_dir, lease_seconds=600)) as plane:  # the worker's side
+        lifecycle = plane.lifecycle
+        with run_api_server(data_dir, env=env, port=port) as first:
+            job_id = first.client().post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
+            lifecycle.claim(job_id, "w1")
+            lifecycle.progress(job_id, "w1", 20, total_steps=40, epoch=0.5,
+                               rows=[{"step": s, "loss": -1.0} for s in (10, 20)])
 
-        def follow():
-            with Client(first.url) as client:
-                received.extend(client.events(job_id))
+            def follow():
+                with Client(first.url) as client:
+                    received.extend(client.events(job_id))
 
-        follower = threading.Thread(target=follow)
-        follower.start()
-        deadline = time.monotonic() + 10
-        while not any(e.event == "metrics" and e.data["step"] == 20 for e in received):
-            assert time.monotonic() < deadline, received
-            time.sleep(0.05)
-        first.process.kill()  # a crash, not a clean stop
-        first.process.wait()
-    store.report(job_id, "w1", 40, 40, 1.0, [{"step": s, "loss": -2.0} for s in (30, 40)])
-    store.finish(job_id, "w1", {})
-    with run_api_server(data_dir, env=env, port=port):
-        follower.join(60)
-    assert not follower.is_alive()
-    assert [e.data["step"] for e in received if e.event == "metrics"] == [10, 20, 30, 40]
-    assert received[-1].event == "end" and received[-1].data["status"] == "succeeded"
-    store.dispose()
+            follower = threading.Thread(target=follow)
+            follower.start()
+            deadline = time.monotonic() + 10
+            while not any(e.event == "metrics" and e.data["step"] == 20 for e in received):
+                assert time.monotonic() < deadline, received
+                time.sleep(0.05)
+            first.process.kill()  # a crash, not a clean stop
+            first.process.wait()
+        lifecycle.progress(job_id, "w1", 40, total_steps=40, epoch=1.0,
+                           rows=[{"step": s, "loss": -2.0} for s in (30, 40)])
+        lifecycle.succeed(job_id, "w1", {})
+        with run_api_server(data_dir, env=env, port=port):
+            follower.join(60)
+        assert not follower.is_alive()
+        assert [e.data["step"] for e in received if e.event == "metrics"] == [10, 20, 30, 40]
+        assert received[-1].event == "end" and received[-1].data["status"] == "succeeded"

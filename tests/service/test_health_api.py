@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from service.store import JobStore
+from service.control.settings import Settings
+from tests.fixtures.control import open_plane
 from tests.fixtures.servers import free_port, run_api_server
 from tests.service.conftest import ALICE, BOB, OPERATOR
 
 pytestmark = pytest.mark.integration
 
 
-def test_healthz_readyz_and_metrics(alice, api, api_store):
+def test_healthz_readyz_and_metrics(alice, api, api_plane):
     with api.client() as anonymous, api.client(OPERATOR) as operator:
         assert anonymous.get("/healthz").json() == {"status": "ok"}  # no key needed
         ready = anonymous.get("/readyz")  # the verdict needs no key either (load balancers)
         assert ready.status_code == 200, ready.text
         body = ready.json()
         assert body["status"] == "ready" and body["database"]["ok"] and body["broker"]["ok"]
-        api_store.worker_seen("gpu0@box", {"queues": "gpu,cpu"})
+        api_plane.workers.seen("gpu0@box", {"queues": "gpu,cpu"})
         workers = operator.get("/readyz").json()["workers"]
         assert workers["count"] >= 1 and "gpu0@box" in [w["name"] for w in workers["items"]]
 
@@ -32,23 +33,22 @@ def test_healthz_readyz_and_metrics(alice, api, api_store):
 
 @pytest.fixture
 def auth_api(tmp_path):
-    """An API with two keys and an operator key, its store opened as a worker would."""
-    with run_api_server(tmp_path / "data", keys=[ALICE, BOB], env={"DCL_OPERATOR_KEYS": OPERATOR}) as server:
-        store = JobStore(f"sqlite:///{server.data_dir.resolve()}/dcl.db")
-        yield server, store
-        store.dispose()
+    """An API with two keys and an operator key, its control plane opened as a worker would."""
+    with run_api_server(tmp_path / "data", keys=[ALICE, BOB], env={"DCL_OPERATOR_KEYS": OPERATOR}) as server, \
+            open_plane(Settings(data_dir=server.data_dir)) as plane:
+        yield server, plane
 
 
 def test_with_auth_on_readyz_and_metrics_show_each_key_only_what_it_may_see(auth_api):
-    server, store = auth_api
+    server, plane = auth_api
     with server.client() as anonymous, server.client(ALICE) as alice, server.client(BOB) as bob, \
             server.client(OPERATOR) as operator:
         jobs = {c: [c.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
                     for _ in range(n)] for c, n in ((alice, 2), (bob, 3))}
         # One worker whose two pool processes each hold a job: one worker, not three.
-        store.worker_seen("dcl-7@gpubox", {"pid": 7, "queues": "gpu"})
+        plane.workers.seen("dcl-7@gpubox", {"pid": 7, "queues": "gpu"})
         for pid, job in zip((101, 102), jobs[alice]):
-            assert store.claim(job, f"dcl-7@gpubox/{pid}", 60)
+            assert plane.lifecycle.claim(job, f"dcl-7@gpubox/{pid}").status == "running"
         full = operator.get("/readyz").json()["workers"]
         assert full["count"] == 1 and full["items"][0]["name"] == "dcl-7@gpubox"
         assert sorted(full["items"][0]["jobs"]) == sorted(jobs[alice]) and full["items"][0]["info"]["pid"] == 7

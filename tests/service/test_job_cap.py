@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from service.control.lifecycle import CapReached
+from tests.fixtures.control import submit
 from tests.service.conftest import ALICE, BOB
 from tests.service.databases import DATABASES, api_on
 
@@ -16,21 +18,33 @@ CAP = 8
 JOB = {"type": "pretrain", "config": {"epochs": 1}}
 
 
-def test_store_cap_counts_what_a_request_adds(store):
+def sweep(n: int) -> dict:
+    return {"type": "sweep", "config": {"epochs": 1}, "grid": {"seed": list(range(n))}}
+
+
+def submitted(plane, owner: str, spec: dict, max_active: int) -> bool:
+    try:
+        submit(plane, owner, spec, max_active=max_active)
+        return True
+    except CapReached:
+        return False
+
+
+def test_store_cap_counts_what_a_request_adds(plane):
     for _ in range(3):
-        assert store.create_job("alice", "pretrain", JOB, max_active=4) is not None
-    assert store.create_job("alice", "pretrain", JOB, max_active=4, adds=2) is None
-    assert store.create_job("bob", "pretrain", JOB, max_active=4, adds=2) is not None
-    assert store.create_job("alice", "pretrain", JOB, max_active=4) is not None
-    assert store.create_job("alice", "pretrain", JOB, max_active=4) is None
-    assert store.count_active("alice") == 4
+        assert submitted(plane, "alice", JOB, max_active=4)
+    assert not submitted(plane, "alice", sweep(2), max_active=4)  # a sweep of two adds two
+    assert submitted(plane, "bob", sweep(2), max_active=4)
+    assert submitted(plane, "alice", JOB, max_active=4)
+    assert not submitted(plane, "alice", JOB, max_active=4)
+    assert plane.jobs.count_active("alice") == 4
 
 
-def test_store_cap_holds_for_parallel_inserts(store):
+def test_store_cap_holds_for_parallel_inserts(plane):
     with ThreadPoolExecutor(16) as pool:
-        made = list(pool.map(lambda _: store.create_job("alice", "pretrain", JOB, max_active=CAP), range(40)))
-    assert sum(job is not None for job in made) == CAP
-    assert store.count_active("alice") == CAP
+        made = list(pool.map(lambda _: submitted(plane, "alice", JOB, max_active=CAP), range(40)))
+    assert sum(made) == CAP
+    assert plane.jobs.count_active("alice") == CAP
 
 
 @pytest.mark.parametrize("database", DATABASES)

@@ -15,10 +15,10 @@ def submit(client, config=None, **extra):
     return client.post("/v1/jobs", json={"type": "pretrain", "config": {**TINY, **(config or {})}, **extra})
 
 
-def succeed(store, job_id: str) -> None:
+def succeed(plane, job_id: str) -> None:
     """What a worker does, without one: claim and finish."""
-    assert store.claim(job_id, "test-worker", 60)
-    assert store.finish(job_id, "test-worker", {"loss": -1.0})
+    plane.lifecycle.claim(job_id, "test-worker")
+    plane.lifecycle.succeed(job_id, "test-worker", {"loss": -1.0})
 
 
 def test_submit_returns_202_with_location_and_the_full_spec(alice):
@@ -115,9 +115,9 @@ def test_other_key_gets_404_for_job_its_metrics_events_and_cancel(alice, bob):
     assert alice.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"  # bob's cancel did nothing
 
 
-def test_other_key_cannot_probe_my_encoder(alice, bob, api_store):
+def test_other_key_cannot_probe_my_encoder(alice, bob, api_plane):
     job_id = submit(alice).json()["id"]
-    succeed(api_store, job_id)
+    succeed(api_plane, job_id)
     probe = {"type": "linear_probe", "encoder_job": job_id, "train": "builtin:digits", "test": "builtin:digits"}
     r = bob.post("/v1/jobs", json=probe)
     assert r.status_code == 404 and job_id in r.json()["detail"]
@@ -125,7 +125,7 @@ def test_other_key_cannot_probe_my_encoder(alice, bob, api_store):
     assert r.status_code == 202, r.text
 
 
-def test_probe_needs_a_succeeded_pretrain_job(alice, api_store):
+def test_probe_needs_a_succeeded_pretrain_job(alice, api_plane):
     pretrain = submit(alice).json()["id"]
     probe = {"type": "linear_probe", "encoder_job": pretrain, "train": "builtin:digits", "test": "builtin:digits",
              "classifier": "knn"}
@@ -133,7 +133,7 @@ def test_probe_needs_a_succeeded_pretrain_job(alice, api_store):
     assert r.status_code == 409 and "queued" in r.json()["detail"]
     r = alice.post("/v1/jobs", json={**probe, "encoder_job": "job_missing"})
     assert r.status_code == 404
-    succeed(api_store, pretrain)
+    succeed(api_plane, pretrain)
     embed = alice.post("/v1/jobs", json={"type": "embed", "encoder_job": pretrain, "data": "builtin:digits"})
     assert embed.status_code == 202, embed.text
     r = alice.post("/v1/jobs", json={**probe, "encoder_job": embed.json()["id"]})
@@ -159,19 +159,19 @@ def test_cancel_queued_job_then_cancel_again_is_409(alice):
     assert r.status_code == 409 and "already cancelled" in r.json()["detail"]
 
 
-def test_cancel_running_job_asks_its_worker_to_stop(alice, api_store):
+def test_cancel_running_job_asks_its_worker_to_stop(alice, api_plane):
     job_id = submit(alice).json()["id"]
-    api_store.claim(job_id, "test-worker", 60)
+    api_plane.lifecycle.claim(job_id, "test-worker")
     r = alice.post(f"/v1/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "running" and r.json()["cancel_requested"]
-    assert api_store.is_cancel_requested(job_id)
+    assert api_plane.jobs.is_cancel_requested(job_id)
 
 
-def test_progress_eta_and_metrics_series(alice, api_store):
+def test_progress_eta_and_metrics_series(alice, api_plane):
     job_id = submit(alice).json()["id"]
-    api_store.claim(job_id, "test-worker", 60)
-    api_store.report(job_id, "test-worker", 25, 100, 0.25,
-                     [{"step": s, "loss": -s / 10, "lr": 0.1} for s in (10, 20, 25)])
+    api_plane.lifecycle.claim(job_id, "test-worker")
+    api_plane.lifecycle.progress(job_id, "test-worker", 25, total_steps=100, epoch=0.25,
+                                 rows=[{"step": s, "loss": -s / 10, "lr": 0.1} for s in (10, 20, 25)])
     job = alice.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "running" and job["worker"] == "test-worker" and job["attempts"] == 1
     p = job["progress"]

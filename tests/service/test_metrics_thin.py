@@ -9,6 +9,7 @@ import pytest
 
 from service.control.metrics import thin as thin_tuples
 from service.control.settings import hash_key
+from tests.fixtures.control import submit
 from tests.service.conftest import ALICE, BOB
 
 
@@ -48,13 +49,13 @@ def test_thin_keeps_each_buckets_min_and_max():
 
 
 @pytest.fixture
-def long_job(api_store):
-    job = api_store.create_job("key_" + hash_key(ALICE)[:12], "pretrain", {})
-    assert api_store.claim(job["id"], "w1", 60)
+def long_job(api_plane):
+    job = submit(api_plane, "key_" + hash_key(ALICE)[:12], {"type": "pretrain"})
+    api_plane.lifecycle.claim(job.id, "w1")
     series = rows(20_000, spike_at=12_345)
     for start in range(0, len(series), 5000):
-        assert api_store.report(job["id"], "w1", start + 5000, metrics_rows=[dict(r) for r in series[start:start + 5000]])
-    return job["id"]
+        api_plane.lifecycle.progress(job.id, "w1", start + 5000, rows=[dict(r) for r in series[start:start + 5000]])
+    return job.id
 
 
 def test_metrics_endpoint_thins_with_max_points(alice, long_job):
@@ -79,12 +80,10 @@ def test_metrics_max_points_is_bounded_and_owned(alice, bob, long_job):
     assert bob.get(f"/v1/jobs/{long_job}/metrics", params={"max_points": 400}).status_code == 404
 
 
-def test_thinning_reads_the_store_on_sqlite_and_postgres(store):
-    from service.control.metrics import metrics_thinned
-
-    job = store.create_job("owner", "pretrain", {})
-    assert store.claim(job["id"], "w1", 60)
-    assert store.report(job["id"], "w1", 3000, metrics_rows=[dict(r) for r in rows(3000, spike_at=1234)])
-    kept, thinned = metrics_thinned(store, job["id"], 0, 100)
+def test_thinning_reads_the_store_on_sqlite_and_postgres(plane):
+    job = submit(plane, "owner", {"type": "pretrain"})
+    plane.lifecycle.claim(job.id, "w1")
+    plane.lifecycle.progress(job.id, "w1", 3000, rows=[dict(r) for r in rows(3000, spike_at=1234)])
+    kept, thinned = plane.metrics.thinned(job.id, 0, 100)
     assert thinned and max(r["loss"] for r in kept) == 50.0 and kept[-1]["step"] == 3000
-    assert metrics_thinned(store, job["id"], 2990, 100) == (store.metrics(job["id"], since_step=2990), False)
+    assert plane.metrics.thinned(job.id, 2990, 100) == (plane.metrics.since(job.id, since_step=2990), False)

@@ -15,8 +15,12 @@ from sqlalchemy import (
     UniqueConstraint, create_engine, insert, inspect,
 )
 
-from service import migrations
-from service.store import JobStore, metadata
+from service.control import migrations
+from service.control.db import Database
+from service.control.plane import ControlPlane
+from service.control.settings import Settings
+from service.control.tables import metadata
+from tests.fixtures.control import submit
 
 # The tables exactly as release 0.1.0's service/store.py created them (metadata.create_all).
 RELEASE_0_1 = MetaData()
@@ -82,35 +86,40 @@ def old_database(request, tmp_path):
     engine.dispose()
     yield url, schema
     if schema is not None:
-        JobStore(url, schema=schema, create=False).drop()
+        db = Database(url, schema=schema, create=False)
+        db.drop()
+        db.dispose()
 
 
-def test_a_release_0_1_store_is_upgraded_with_its_rows_intact(old_database):
+def test_a_release_0_1_store_is_upgraded_with_its_rows_intact(old_database, tmp_path):
     url, schema = old_database
-    store = JobStore(url, schema=schema)  # what the API and the worker do at start
+    db = Database(url, schema=schema)  # what the API and the worker do at start
+    plane = ControlPlane(Settings(data_dir=tmp_path / "data"), db=db)
     try:
-        job = store.get_job(JOB["id"], "alice")
-        for key in ("owner", "type", "status", "spec", "attempts", "step", "total_steps", "latest_metrics", "result"):
-            assert job[key] == JOB[key], key
-        assert job["created_at"].replace(tzinfo=None) == NOW and job["parent_id"] is None
-        assert [m["loss"] for m in store.metrics(JOB["id"])] == [-0.5, -1.0, -1.5]
-        assert store.get_artifact(JOB["id"], "encoder.json")["sha256"] == "ab" * 32
-        assert store.get_dataset("ds_0123456789abcdef", "alice")["summary"] == {"num_images": 6}
-        with store.engine.connect() as conn:
+        job = plane.jobs.get(JOB["id"], "alice")
+        assert job.spec_data == JOB["spec"] and job.spec.config.batch_size == 64
+        for key in ("owner", "type", "status", "attempts", "step", "total_steps", "latest_metrics", "result"):
+            assert getattr(job, key) == JOB[key], key
+        assert job.created_at.replace(tzinfo=None) == NOW and job.parent_id is None
+        assert [m["loss"] for m in plane.metrics.since(JOB["id"])] == [-0.5, -1.0, -1.5]
+        assert plane.artifacts.get(JOB["id"], "encoder.json").sha256 == "ab" * 32
+        assert plane.datasets.get("ds_0123456789abcdef", "alice").summary == {"num_images": 6}
+        with db.engine.connect() as conn:
             migrations._use_schema(conn, schema)
             assert migrations.current(conn) == migrations.head()
             assert "ix_jobs_parent_id" in {ix["name"] for ix in inspect(conn).get_indexes("jobs")}
         # The new column works, and opening the store again changes nothing.
-        parent = store.create_job("alice", "sweep", {"type": "sweep"})
-        JobStore(url, schema=schema).dispose()
-        assert store.get_job(parent["id"])["id"] == parent["id"]
+        parent = submit(plane, "alice", {"type": "sweep", "config": {"device": "cpu"}, "grid": {"seed": [0]}})
+        Database(url, schema=schema).dispose()
+        assert plane.jobs.get(parent.id).id == parent.id
+        assert [c.parent_id for c in plane.jobs.children(parent.id)] == [parent.id]
     finally:
-        store.dispose()
+        plane.close()
 
 
-def test_the_migrated_schema_is_the_one_store_py_declares(store):
-    with store.engine.connect() as conn:
-        migrations._use_schema(conn, store.schema)
+def test_the_migrated_schema_is_the_one_tables_py_declares(plane):
+    with plane.db.engine.connect() as conn:
+        migrations._use_schema(conn, plane.db.schema)
         context = MigrationContext.configure(conn, opts={"compare_type": False})
         assert compare_metadata(context, metadata) == []
 
@@ -121,7 +130,7 @@ def test_processes_starting_at_once_migrate_one_at_a_time(tmp_path):
 
     def open_store() -> None:
         try:
-            JobStore(url).dispose()
+            Database(url).dispose()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -131,6 +140,8 @@ def test_processes_starting_at_once_migrate_one_at_a_time(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    store = JobStore(url)
-    assert store.create_job("alice", "pretrain", {"type": "pretrain"})["status"] == "queued"
-    store.dispose()
+    plane = ControlPlane(Settings(data_dir=tmp_path / "data"), db=Database(url))
+    try:
+        assert submit(plane, "alice", {"type": "pretrain"}).status == "queued"
+    finally:
+        plane.close()

@@ -1,5 +1,5 @@
 """In-process worker tests: the real task body (`execute_job`), the real engine on tiny
-data, a real SQLite job store in the test's folder."""
+data, a real control plane (SQLite job store, embedded SQLite broker) in the test's folder."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from service.control.plane import ControlPlane
 from service.control.settings import Settings
-from service.store import JobStore
+from tests.fixtures.control import open_plane
 
 TINY_CONFIG = {
     "encoder": "convnet_small",
@@ -43,10 +44,10 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
-def store(settings) -> JobStore:
-    store = JobStore(settings.database_url)
-    yield store
-    store.dispose()
+def plane(settings) -> ControlPlane:
+    """The control plane the task body runs against (its own broker: nothing consumes it here)."""
+    with open_plane(settings) as plane:
+        yield plane
 
 
 def pretrain_spec(config: dict | None = None) -> dict:
@@ -56,9 +57,9 @@ def pretrain_spec(config: dict | None = None) -> dict:
 class JobThread(threading.Thread):
     """`execute_job` in a thread, as a pool child would run it; `.outcome` when done."""
 
-    def __init__(self, job_id: str, store, settings, worker: str = "w1"):
+    def __init__(self, job_id: str, plane: ControlPlane, worker: str = "w1"):
         super().__init__(daemon=True)
-        self.job_id, self.store, self.settings, self.worker = job_id, store, settings, worker
+        self.job_id, self.plane, self.worker = job_id, plane, worker
         self.outcome: str | None = None
         self.error: BaseException | None = None
 
@@ -66,7 +67,7 @@ class JobThread(threading.Thread):
         from worker.tasks import execute_job
 
         try:
-            self.outcome = execute_job(self.job_id, store=self.store, settings=self.settings, worker=self.worker)
+            self.outcome = execute_job(self.job_id, plane=self.plane, worker=self.worker)
         except BaseException as exc:  # surfaced by the test
             self.error = exc
 

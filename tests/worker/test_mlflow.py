@@ -15,6 +15,8 @@ import pytest
 
 from tests.fixtures.servers import free_port, run_api_server, stop_process
 from tests.fixtures.workers import start_worker
+from service.control.models import Job
+from tests.fixtures.control import open_plane, submit
 from tests.integration.helpers import TINY_PRETRAIN, wait_job
 from tests.worker.conftest import TINY_CONFIG, make_settings, pretrain_spec, wait_until
 from worker.tasks import execute_job
@@ -85,7 +87,7 @@ def test_sink_buffers_while_the_server_is_down_then_sends_everything(server, tmp
 
     (tmp_path / "encoder.json").write_text('{"feature_dim": 8}')
     (tmp_path / "checkpoint.pt").write_bytes(b"resumable state")
-    job = {"id": "job_buffered", "owner": "alice", "type": "pretrain", "spec": pretrain_spec()}
+    job = Job(id="job_buffered", owner="alice", type="pretrain", status="running", spec_data=pretrain_spec())
     sink = MlflowSink(server.uri, job, tmp_path, flush_s=300, retry_max_s=1)
     sink.on_start(3, {})
     for step in (1, 2, 3):
@@ -146,12 +148,9 @@ def test_job_through_api_and_worker_is_tracked_with_its_encoder_and_tensorboard(
 def test_job_succeeds_when_the_tracking_server_is_unreachable(tmp_path, caplog):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     settings = make_settings(tmp_path / "data", mlflow_tracking_uri=dead, mlflow_flush_seconds=1.0)
-    from service.store import JobStore
-
-    store = JobStore(settings.database_url)
-    job = store.create_job("me", "pretrain", pretrain_spec(TINY_CONFIG))
-    with caplog.at_level(logging.WARNING, logger="worker.tracking"):
-        assert execute_job(job["id"], store=store, settings=settings, worker="w1") == "succeeded"
-    assert store.get_job(job["id"])["status"] == "succeeded"
+    with open_plane(settings) as plane:
+        job = submit(plane, "me", pretrain_spec(TINY_CONFIG))
+        with caplog.at_level(logging.WARNING, logger="worker.tracking"):
+            assert execute_job(job.id, plane=plane, worker="w1") == "succeeded"
+        assert plane.jobs.get(job.id).status == "succeeded"
     assert "not logged there" in caplog.text
-    store.dispose()

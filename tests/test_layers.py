@@ -1,9 +1,12 @@
-"""The API's layer: it never imports torch, the worker or dcl_core's training code, and it
+"""The layers (ARCHITECTURE.md), checked: dcl_core imports and names nothing above it; the
+control plane imports no web framework, API or torch; the worker never imports the API (a
+worker process has no fastapi in it); the API imports no torch, worker or training code, and
 starts and takes jobs in a process where torch cannot be imported at all."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +16,12 @@ import pytest
 from tests.fixtures.servers import REPO_ROOT, dcl_env, run_api_server
 from tests.service.conftest import image_zip
 
+WEB_QUEUE_DB = {"fastapi", "starlette", "celery", "kombu", "redis", "sqlalchemy", "uvicorn", "alembic"}
+
 ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.archive", "dcl_core.files", "dcl_core.cli",
-                    "dcl_core.encoders", "dcl_core.catalog", "dcl_core.jobtypes", "dcl_core.methods", "dcl_core.sweep",
-                    "dcl_core.lazy"}
+                    "dcl_core.encoders", "dcl_core.catalog", "dcl_core.methods", "dcl_core.sweep",
+                    "dcl_core.lazy", "dcl_core.tracking", "dcl_core.jobs", "dcl_core.jobs.base", "dcl_core.jobs.pretrain",
+                    "dcl_core.jobs.linear_probe", "dcl_core.jobs.embed", "dcl_core.jobs.sweep"}
 """dcl_core modules that import neither torch nor torchvision (the service may use these)."""
 
 FORBIDDEN_ROOTS = {"torch", "torchvision", "worker"}
@@ -51,7 +57,9 @@ def test_no_service_module_imports_torch_the_worker_or_training_code():
 
 def test_importing_the_light_dcl_core_modules_does_not_import_torch():
     for module in ALLOWED_DCL_CORE:
-        path = REPO_ROOT / (module.replace(".", "/") + (".py" if "." in module else "/__init__.py"))
+        path = REPO_ROOT / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = REPO_ROOT / module.replace(".", "/") / "__init__.py"
         roots = {m.split(".")[0] for _, m in imported_modules(path, top_level_only=True)}
         assert not roots & {"torch", "torchvision"}, module
 
@@ -77,3 +85,48 @@ def test_api_starts_and_takes_jobs_with_torch_unimportable(tmp_path):
         assert r.status_code == 201, r.text
         assert c.get("/readyz").status_code == 200
     assert "Traceback" not in server.output()
+
+
+def test_dcl_core_imports_and_names_nothing_above_it():
+    """No import of the service, the worker or web/queue/database libraries, and no module of the
+    service or the worker named in a string (a registry entry, a lazy import)."""
+    bad = []
+    for path in sorted((REPO_ROOT / "dcl_core").rglob("*.py")):
+        for line, module in imported_modules(path):
+            if module.split(".")[0] in WEB_QUEUE_DB | {"service", "worker"}:
+                bad.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {module}")
+        for number, text in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\b(service|worker)\.[a-z_]+", text):
+                bad.append(f"{path.relative_to(REPO_ROOT)}:{number} names {text.strip()[:80]}")
+    assert bad == []
+
+
+def test_the_control_plane_imports_no_web_framework_api_or_torch():
+    bad = []
+    for path in sorted((REPO_ROOT / "service" / "control").rglob("*.py")):
+        for line, module in imported_modules(path):
+            parts = module.split(".")
+            if parts[0] in {"fastapi", "starlette", "uvicorn", "torch", "torchvision", "worker"} \
+                    or parts[:2] == ["service", "api"]:
+                bad.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {module}")
+    assert bad == []
+
+
+def test_the_worker_never_imports_the_api():
+    bad = [f"{path.relative_to(REPO_ROOT)}:{line} imports {module}"
+           for path in sorted((REPO_ROOT / "worker").rglob("*.py"))
+           for line, module in imported_modules(path)
+           if module.split(".")[:2] == ["service", "api"] or module.split(".")[0] in {"fastapi", "starlette"}]
+    assert bad == []
+
+
+def test_a_worker_process_has_no_fastapi_in_it(tmp_path):
+    """Everything a worker's main process and a job's process import: no web framework."""
+    code = ("import sys, worker.cli, worker.app, worker.tasks, worker.reconciler, worker.distributed\n"
+            "from worker.runners import preload; preload()\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'starlette', 'uvicorn'}))")
+    done = subprocess.run([sys.executable, "-c", code], env=dcl_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
