@@ -18,8 +18,8 @@ from tests.service.conftest import image_zip
 
 WEB_QUEUE_DB = {"fastapi", "starlette", "celery", "kombu", "redis", "sqlalchemy", "uvicorn", "alembic"}
 
-ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.archive", "dcl_core.files", "dcl_core.cli",
-                    "dcl_core.encoders", "dcl_core.catalog", "dcl_core.methods", "dcl_core.sweep",
+ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.data.archive", "dcl_core.files", "dcl_core.cli",
+                    "dcl_core.models.encoders", "dcl_core.data.catalog", "dcl_core.training.methods", "dcl_core.experiments.sweep",
                     "dcl_core.lazy", "dcl_core.tracking", "dcl_core.jobs", "dcl_core.jobs.base", "dcl_core.jobs.pretrain",
                     "dcl_core.jobs.linear_probe", "dcl_core.jobs.embed", "dcl_core.jobs.sweep"}
 """dcl_core modules that import neither torch nor torchvision (the service may use these)."""

@@ -42,7 +42,7 @@ class Reconciler:
     @property
     def plane(self):
         if self._plane is None:
-            from dcl_core.sweep_plot import plot_accuracy
+            from dcl_core.experiments.sweep_plot import plot_accuracy
             from service.control.plane import ControlPlane
 
             self._plane = ControlPlane(self.settings, celery=self.app, plot=plot_accuracy)

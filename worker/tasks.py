@@ -46,7 +46,7 @@ def get_plane(settings) -> ControlPlane:
     key = (os.getpid(), settings.database_url)
     plane = _planes.get(key)
     if plane is None:
-        from dcl_core.sweep_plot import plot_accuracy
+        from dcl_core.experiments.sweep_plot import plot_accuracy
 
         plane = _planes[key] = ControlPlane(settings, celery=app, plot=plot_accuracy)
     return plane

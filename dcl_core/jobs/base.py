@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from dcl_core.catalog import SPLIT_SIZES
+from dcl_core.data.catalog import SPLIT_SIZES
 from dcl_core.config import DatasetSpec, TrainConfig
 
 

@@ -1,5 +1,5 @@
 """`sweep`: one pretrain job per point of a grid over TrainConfig fields (its children), scored
-when each ends, and their table (`dcl_core.sweep`)."""
+when each ends, and their table (`dcl_core.experiments.sweep`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from dcl_core.config import EvaluateConfig, Strict, TrainConfig
 from dcl_core.jobs.base import AdmissionContext, JobKind, Refusal, check_batch_fits, check_sources
 from dcl_core.jobs.pretrain import PretrainJob
-from dcl_core.sweep import check_path, grid_points, member_config
+from dcl_core.experiments.sweep import check_path, grid_points, member_config
 
 MAX_POINTS = 256
 """Most grid points (child jobs) one sweep may make."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from dcl_core.catalog import missing_torchvision_files
+from dcl_core.data.catalog import missing_torchvision_files
 from dcl_core.jobs import JOB_TYPES, Refusal
 from service.api.guards import has_nul
 from service.control.plane import ControlPlane

@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dcl_core.jobs import JOB_TYPES
-from dcl_core.sweep import results_csv, sweep_result
+from dcl_core.experiments.sweep import results_csv, sweep_result
 from service.control import transitions
 from service.control.artifacts import ArtifactRepo
 from service.control.clock import SYSTEM, Clock
@@ -288,7 +288,7 @@ class Lifecycle:
             return False
 
     def settle(self, parent_id: str) -> None:
-        """A parent whose children have all ended: its table (`dcl_core.sweep.sweep_result`) becomes
+        """A parent whose children have all ended: its table (`dcl_core.experiments.sweep.sweep_result`) becomes
         its result, with `results.json`, `results.csv` and (with a `plot`) `accuracy.png`."""
         parent = self.jobs.get(parent_id)
         if parent is None or not parent.is_parent or parent.status != "running":

@@ -7,7 +7,7 @@ from dcl_core.config import TrainConfig
 from dcl_core.hooks import NullHooks
 from dcl_core.jobs.embed import EmbedJob
 from dcl_core.jobs.linear_probe import ProbeJob
-from dcl_core.train import fit
+from dcl_core.training.train import fit
 
 
 @pytest.mark.parametrize("field, value", [

@@ -9,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from dcl_core import data as data_module
-from dcl_core import decode
+from dcl_core.data import sources as data_module
+from dcl_core.data import decode
+from dcl_core.data import decode_cache
 from dcl_core.config import DatasetSpec
-from dcl_core.data import DataEnv, _decode_into, load_images
+from dcl_core.data.decode import decode_into as _decode_into
+from dcl_core.data.sources import DataEnv, load_images
 
 
 def _save(path, array, fmt="JPEG", **kwargs):
@@ -125,4 +127,4 @@ def test_damaged_cache_file_is_ignored_and_rebuilt(folder, tmp_path, damage):
     cached.write_bytes(bytes(raw))
     again = load_images(spec(folder), env)
     assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
-    assert decode.load_cached(cached, len(sorted(folder.rglob("*.*")))) is not None  # rewritten whole
+    assert decode_cache.load_cached(cached, len(sorted(folder.rglob("*.*")))) is not None  # rewritten whole

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from dcl_core.config import EmbedConfig
-from dcl_core.data import DataEnv
-from dcl_core.encoders import build_encoder
-from dcl_core.export import load_encoder, save_encoder
+from dcl_core.data.sources import DataEnv
+from dcl_core.models.encoders import build_encoder
+from dcl_core.export.encoder import load_encoder, save_encoder
 from dcl_core.hooks import NullHooks, StopRequested
-from dcl_core.probe import extract_features
+from dcl_core.evaluation.features import extract_features
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ class CountingHooks(NullHooks):
 
 
 def test_run_embed_on_builtin_digits(encoder_dir, tmp_path):
-    from dcl_core.embed import run_embed
+    from dcl_core.evaluation.embed import run_embed
 
     out = tmp_path / "out" / "feats.npy"
     config = EmbedConfig(data={"source": "builtin:digits", "split": "test"}, device="cpu", batch_size=100)
@@ -49,7 +49,7 @@ def test_run_embed_on_builtin_digits(encoder_dir, tmp_path):
     assert hooks.steps and hooks.steps[-1][1]["num_images"] == 360
 
     # The same features as extracting them by hand at the encoder's input size (16 px).
-    from dcl_core.data import load_images
+    from dcl_core.data.sources import load_images
 
     encoder = load_encoder(encoder_dir)
     images = load_images(config.data.model_copy(update={"image_size": 16}), DataEnv())
@@ -59,7 +59,7 @@ def test_run_embed_on_builtin_digits(encoder_dir, tmp_path):
 
 
 def test_run_embed_unlabelled_data_writes_no_labels_file(encoder_dir, tmp_path):
-    from dcl_core.embed import run_embed
+    from dcl_core.evaluation.embed import run_embed
 
     data = tmp_path / "x.npz"
     np.savez(data, x=np.random.default_rng(0).integers(0, 256, (12, 10, 10, 3), dtype=np.uint8))
@@ -73,7 +73,7 @@ def test_run_embed_unlabelled_data_writes_no_labels_file(encoder_dir, tmp_path):
 
 def test_run_embed_stops_between_batches_and_writes_nothing(encoder_dir, tmp_path):
     # Issue 9, item 11: embed never polled should_stop.
-    from dcl_core.embed import run_embed
+    from dcl_core.evaluation.embed import run_embed
 
     class StopOnThirdPoll(NullHooks):
         polls = 0

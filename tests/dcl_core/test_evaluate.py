@@ -3,9 +3,9 @@
 import json
 
 from dcl_core.config import TrainConfig
-from dcl_core.export import read_meta
+from dcl_core.export.encoder import read_meta
 from dcl_core.hooks import NullHooks
-from dcl_core.train import fit
+from dcl_core.training.train import fit
 
 EVALUATE = {"train": {"source": "builtin:digits", "max_images": 300},
             "test": {"source": "builtin:digits", "split": "test", "max_images": 120}}

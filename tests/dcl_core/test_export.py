@@ -13,9 +13,9 @@ import torchvision
 from torch import nn
 
 import dcl_core
-from dcl_core.encoders import build_encoder
+from dcl_core.models.encoders import build_encoder
 from dcl_core.errors import UserError
-from dcl_core.export import META_NAME, WEIGHTS_NAME, encoder_state_dict, load_encoder, read_meta, save_encoder
+from dcl_core.export.encoder import META_NAME, WEIGHTS_NAME, encoder_state_dict, load_encoder, read_meta, save_encoder
 from dcl_core.files import atomic_open, write_json_atomic
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from dcl_core.config import TrainConfig
 from dcl_core.errors import UserError
-from dcl_core.losses import DCLLoss, DCLWLoss, NTXentLoss, build_loss
+from dcl_core.training.losses import DCLLoss, DCLWLoss, NTXentLoss, build_loss
 
 LOSSES = {
     "dcl": lambda **kw: DCLLoss(**kw),

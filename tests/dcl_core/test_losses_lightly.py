@@ -5,7 +5,7 @@ import torch
 
 lightly_loss = pytest.importorskip("lightly.loss")
 
-from dcl_core.losses import DCLLoss, DCLWLoss, NTXentLoss  # noqa: E402
+from dcl_core.training.losses import DCLLoss, DCLWLoss, NTXentLoss  # noqa: E402
 
 
 def _pair(n, d, seed):

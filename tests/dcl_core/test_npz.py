@@ -1,4 +1,4 @@
-"""dcl_core.npz: an uploaded .npz is believed only as far as its bytes go."""
+"""dcl_core.data.npz: an uploaded .npz is believed only as far as its bytes go."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from dcl_core.archive import dataset_bytes, inspect_npz, store_dataset
+from dcl_core.data.inspection import inspect_npz
+from dcl_core.data.stored import dataset_bytes, store_dataset
 from dcl_core.errors import UserError
-from dcl_core.npz import MAX_CLASSES, check_npz
+from dcl_core.data.npz import MAX_CLASSES, check_npz
 
 
 def npy_header(shape, descr="|u1") -> bytes:

@@ -11,8 +11,8 @@ import torch
 
 from dcl_core.cli import main
 from dcl_core.config import TrainConfig
-from dcl_core.export import load_encoder
-from dcl_core.train import fit
+from dcl_core.export.encoder import load_encoder
+from dcl_core.training.train import fit
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dcl_core.config import TrainConfig
-from dcl_core.optim import LARS, build_optimizer, build_scheduler, param_groups, warmup_cosine
+from dcl_core.training.optim import LARS, build_optimizer, build_scheduler, param_groups, warmup_cosine
 
 
 def _net():

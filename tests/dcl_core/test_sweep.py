@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from dcl_core.jobs.sweep import MAX_POINTS, SweepJob
-from dcl_core.sweep import results_csv, sweep_result
+from dcl_core.experiments.sweep import results_csv, sweep_result
 
 BASE = {"encoder": "convnet_small", "epochs": 2}
 EVALUATE = {"train": "builtin:digits", "test": {"source": "builtin:digits", "split": "test"}, "classifier": "knn"}
@@ -68,7 +68,7 @@ def test_the_table_has_a_row_a_member_and_mean_and_std_over_seeds():
 
 
 def test_the_plot_is_a_png(tmp_path):
-    from dcl_core.sweep_plot import plot_accuracy
+    from dcl_core.experiments.sweep_plot import plot_accuracy
 
     members = [member(f"j{i}", "succeeded", m, b, s, 0.5 + b / 1000 + s / 100)
                for i, (m, b, s) in enumerate((m, b, s) for m in ("dcl", "simclr") for b in (32, 128) for s in (0, 1))]

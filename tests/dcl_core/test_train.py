@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from dcl_core.config import TrainConfig
 from dcl_core.errors import UserError
 from dcl_core.hooks import NullHooks
-from dcl_core.train import fit
+from dcl_core.training.train import fit
 
 
 def tiny(**overrides) -> TrainConfig:
@@ -97,7 +97,7 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
 
 
 def test_a_diverging_run_fails_with_the_step_and_a_hint(tmp_path, monkeypatch):
-    import dcl_core.train as train
+    import dcl_core.training.train as train
 
     class NanLoss(torch.nn.Module):
         def forward(self, z0, z1):

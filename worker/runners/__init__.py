@@ -29,7 +29,7 @@ class EngineOutcome:
 @dataclass
 class Run:
     run_dir: Path
-    env: Any  # dcl_core.data.DataEnv
+    env: Any  # dcl_core.data.sources.DataEnv
     hooks: Any  # dcl_core.hooks.Hooks
     storage: Any  # service.control.storage.LocalStorage
 
@@ -67,13 +67,13 @@ def load_runners() -> dict[str, Runner]:
 
 def build_data_env(settings):
     """The engine's view of where data lives, from the settings."""
-    from dcl_core.data import DataEnv
+    from dcl_core.data.sources import DataEnv
 
     return DataEnv(datasets_dir=Path(settings.datasets_dir), torchvision_root=Path(settings.torchvision_root),
                    allow_download=bool(settings.allow_download), cache_dir=Path(settings.cache_dir))
 
 
-PRELOAD_MODULES = ("dcl_core.train", "dcl_core.probe", "dcl_core.embed", "dcl_core.data", "dcl_core.export")
+PRELOAD_MODULES = ("dcl_core.training.train", "dcl_core.evaluation.probe", "dcl_core.evaluation.embed", "dcl_core.data", "dcl_core.export")
 
 
 def preload() -> dict[str, Any]:

@@ -13,7 +13,7 @@ def run_embed(spec, run: Run) -> EngineOutcome:
     import numpy as np
 
     from dcl_core.config import EmbedConfig
-    from dcl_core.embed import run_embed as embed
+    from dcl_core.evaluation.embed import run_embed as embed
 
     encoder_dir = run.encoder_dir(spec.encoder_job)
     config = EmbedConfig.model_validate(spec.model_dump(exclude={"type", "encoder_job"}))

@@ -10,7 +10,7 @@ from worker.runners import EngineOutcome, Run, runner
 @runner("linear_probe")
 def run_linear_probe(spec, run: Run) -> EngineOutcome:
     from dcl_core.config import ProbeConfig
-    from dcl_core.probe import run_probe
+    from dcl_core.evaluation.probe import run_probe
 
     encoder_dir = run.encoder_dir(spec.encoder_job)
     config = ProbeConfig.model_validate(spec.model_dump(exclude={"type", "encoder_job"}))

@@ -22,7 +22,7 @@ def pretrain_result(summary: dict[str, Any], devices: int = 1) -> dict[str, Any]
 
 
 def run_summary(train_result) -> dict[str, Any]:
-    """A `dcl_core.train.TrainResult` as plain data (what rank 0 of a torchrun hands back too)."""
+    """A `dcl_core.training.train.TrainResult` as plain data (what rank 0 of a torchrun hands back too)."""
     return {"steps": int(train_result.steps), "final_metrics": dict(train_result.final_metrics),
             "warnings": list(train_result.warnings), "evaluation": train_result.evaluation,
             "stopped": bool(train_result.stopped)}
@@ -35,7 +35,7 @@ def run_pretrain(spec, run: Run) -> EngineOutcome:
 
         summary = run_distributed(spec.config.model_dump(mode="json"), run.run_dir, run.env, run.hooks, spec.devices)
     else:
-        from dcl_core.train import fit
+        from dcl_core.training.train import fit
 
         summary = run_summary(fit(spec.config, run.run_dir, hooks=run.hooks, env=run.env))
     return EngineOutcome(result=pretrain_result(summary, spec.devices), stopped=summary["stopped"])
