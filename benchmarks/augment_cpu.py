@@ -1,4 +1,4 @@
-"""SimCLR augmentation on the CPU: batched (dcl_core.augment) vs per-image torchvision/PIL.
+"""SimCLR augmentation on the CPU: batched (dcl_core.training.augment) vs per-image torchvision/PIL.
 
 Both pipelines make one view of each image of the same batches of --batch images, in one
 process:
@@ -36,10 +36,10 @@ import torch
 from PIL import Image
 
 try:
-    from dcl_core.augment import SimCLRAugment
+    from dcl_core.training.augment import SimCLRAugment
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from dcl_core.augment import SimCLRAugment
+    from dcl_core.training.augment import SimCLRAugment
 from dcl_core.config import AugmentConfig
 
 MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         i = (k % batches) * args.batch
         return torch.stack([per_image(image) for image in pils[i : i + args.batch]])
 
-    pipelines = {"batched (dcl_core.augment)": batched_step, "per-image (torchvision/PIL)": per_image_step}
+    pipelines = {"batched (dcl_core.training.augment)": batched_step, "per-image (torchvision/PIL)": per_image_step}
     with torch.inference_mode():
         for step in pipelines.values():
             out = None

@@ -5,7 +5,7 @@ from the InfoNCE denominator helps most at small batches (ImageNet-1K, ResNet-50
 100 epochs: DCL 64.6% vs SimCLR 57.5% linear top-1). This script trains SimCLR (NT-Xent),
 DCL and DCLW with identical settings (same seed, so the same initial weights, image order and
 augmented views; the same lr rule, `TrainConfig.learning_rate`) at each batch size, then
-evaluates each frozen encoder with `dcl_core.probe.run_probe`: a logistic-regression probe
+evaluates each frozen encoder with `dcl_core.evaluation.probe.run_probe`: a logistic-regression probe
 (linear top-1) and a weighted kNN (k=200, the SSL monitor). A randomly initialised encoder of
 the same architecture, probed the same way, is the reference row measured in the same run.
 
@@ -47,12 +47,13 @@ import numpy as np
 import torch
 
 from dcl_core.config import DatasetSpec, ProbeConfig, TrainConfig
-from dcl_core.data import DataEnv, ImageSet, load_images
-from dcl_core.encoders import build_encoder, resolve_small_stem
+from dcl_core.data.sources import DataEnv, ImageSet, load_images
+from dcl_core.models.encoders import build_encoder, resolve_small_stem
 from dcl_core.errors import UserError
-from dcl_core.export import save_encoder, write_json_atomic
-from dcl_core.probe import run_probe
-from dcl_core.train import fit
+from dcl_core.export.encoder import save_encoder
+from dcl_core.files import write_json_atomic
+from dcl_core.evaluation.probe import run_probe
+from dcl_core.training.train import fit
 
 METHODS = ("simclr", "dcl", "dclw")
 LABELS = {"simclr": "SimCLR (NT-Xent)", "dcl": "DCL", "dclw": "DCLW", "random": "random init"}

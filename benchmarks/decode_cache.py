@@ -24,16 +24,16 @@ from pathlib import Path
 from unittest.mock import patch
 
 try:
-    from dcl_core import archive
+    from dcl_core.data import archive
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from dcl_core import archive
-from dcl_core import decode
+    from dcl_core.data import archive
+from dcl_core.data import decode
 from dcl_core.config import DatasetSpec, ProbeConfig
-from dcl_core.data import DataEnv, _file_source, _list_tree, load_images
-from dcl_core.encoders import build_encoder
-from dcl_core.export import save_encoder
-from dcl_core.probe import run_probe
+from dcl_core.data.sources import DataEnv, _file_source, _list_tree, load_images
+from dcl_core.models.encoders import build_encoder
+from dcl_core.export.encoder import save_encoder
+from dcl_core.evaluation.probe import run_probe
 
 
 def _pillow_only(paths, out, size, fallback, **kwargs):

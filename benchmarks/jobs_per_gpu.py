@@ -26,7 +26,7 @@ def run_one(args, barrier, results, rank: int) -> None:
     import torch
 
     from dcl_core.config import TrainConfig
-    from dcl_core.device import resolve_device
+    from dcl_core.training.device import resolve_device
     from throughput import load, our_step, peak_gib, reset_peak, sync
 
     torch.set_num_threads(args.threads)
@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     p.add_argument("--timeout", type=float, default=900.0)
     args = p.parse_args(argv)
     if args.compile_mode is None:
-        from dcl_core.train import COMPILE_MODE
+        from dcl_core.training.train import COMPILE_MODE
 
         args.compile_mode = COMPILE_MODE
 

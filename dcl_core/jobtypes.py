@@ -43,7 +43,7 @@ class JobKind:
 
 
 def _kinds() -> tuple[JobKind, ...]:
-    from dcl_core.sweep import SweepJob
+    from dcl_core.experiments.sweep import SweepJob
 
     return (
         JobKind("pretrain", PretrainJob, "worker.engine:run_pretrain", _config_device, can_stop=True,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dcl_core.archive import DATASET_NPZ_FILE, dataset_layout, decode_image, list_images
+from dcl_core.data.archive import DATASET_NPZ_FILE, dataset_layout, decode_image, list_images
 from dcl_core.errors import UserError
 
 THUMBNAIL_PX = 96

@@ -1,4 +1,4 @@
-"""Settling a sweep: once every child is final, its table (`dcl_core.sweep.sweep_result`)
+"""Settling a sweep: once every child is final, its table (`dcl_core.experiments.sweep.sweep_result`)
 becomes the parent's result and its artifacts `results.json`, `results.csv` and (drawn by the
 worker, which has matplotlib) `accuracy.png`.
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dcl_core.files import sha256_file, write_bytes_atomic, write_json_atomic
-from dcl_core.sweep import results_csv, sweep_result
+from dcl_core.experiments.sweep import results_csv, sweep_result
 from service.store import ACTIVE, JobStore
 
 log = logging.getLogger(__name__)

@@ -168,7 +168,7 @@ def test_readme_walkthrough_over_http(deployment, walkthrough):
     # README step 4's last line: the files load here, outside the containers.
     import torch
 
-    from dcl_core.export import load_encoder
+    from dcl_core.export.encoder import load_encoder
 
     encoder = load_encoder(walkthrough["folder"])
     with torch.no_grad():

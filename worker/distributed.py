@@ -1,5 +1,5 @@
 """A pretrain job on several devices: the worker's job process launches the run under torchrun
-(one process a device, DDP: dcl_core.train gathers the negatives across them) and stays the
+(one process a device, DDP: dcl_core.training.train gathers the negatives across them) and stays the
 job's one voice to the job store.
 
     job process (holds the claim, the heartbeat, the cancel flag)
@@ -188,8 +188,8 @@ def rank_main(job_file: str) -> int:
 
     from dcl_core.cli import _init_distributed
     from dcl_core.config import TrainConfig
-    from dcl_core.data import DataEnv
-    from dcl_core.train import fit
+    from dcl_core.data.sources import DataEnv
+    from dcl_core.training.train import fit
 
     payload = json.loads(Path(job_file).read_text())
     run_dir = Path(payload["run_dir"])

@@ -27,7 +27,7 @@ class EngineOutcome:
 
 def build_data_env(settings):
     """The engine's view of where data lives, from the service's settings."""
-    from dcl_core.data import DataEnv
+    from dcl_core.data.sources import DataEnv
 
     data_dir = Path(settings.data_dir)
     torchvision_root = getattr(settings, "torchvision_root", None) or data_dir / "torchvision"
@@ -58,7 +58,7 @@ def _without(spec: dict, *keys: str) -> dict:
 
 def run_pretrain(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
     from dcl_core.config import TrainConfig
-    from dcl_core.train import fit
+    from dcl_core.training.train import fit
 
     config = TrainConfig.model_validate(spec.get("config", {}))
     devices = int((spec.get("resources") or {}).get("gpus") or 1)
@@ -77,7 +77,7 @@ def run_pretrain(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutco
 
 def run_linear_probe(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
     from dcl_core.config import ProbeConfig
-    from dcl_core.probe import run_probe
+    from dcl_core.evaluation.probe import run_probe
 
     encoder_dir = _encoder_dir(spec, settings)
     config = ProbeConfig.model_validate(_without(spec, "type", "encoder_job"))
@@ -93,7 +93,7 @@ def run_linear_probe(spec: dict, run_dir: Path, env, hooks, settings) -> EngineO
 
 def run_embed(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
     from dcl_core.config import EmbedConfig
-    from dcl_core.embed import run_embed as embed
+    from dcl_core.evaluation.embed import run_embed as embed
 
     encoder_dir = _encoder_dir(spec, settings)
     config = EmbedConfig.model_validate(_without(spec, "type", "encoder_job"))
@@ -113,7 +113,7 @@ def run_embed(spec: dict, run_dir: Path, env, hooks, settings) -> EngineOutcome:
     return EngineOutcome(result=result)
 
 
-PRELOAD_MODULES = ("dcl_core.train", "dcl_core.probe", "dcl_core.embed", "dcl_core.data", "dcl_core.export")
+PRELOAD_MODULES = ("dcl_core.training.train", "dcl_core.evaluation.probe", "dcl_core.evaluation.embed", "dcl_core.data.sources", "dcl_core.export.encoder")
 
 
 def preload() -> dict[str, Any]:

@@ -149,7 +149,7 @@ def settle_parents(store, settings) -> list[tuple[str, str]]:
     (cancelled while queued, failed here, a worker that died between a child and its parent)."""
     from pathlib import Path
 
-    from dcl_core.sweep_plot import plot_accuracy
+    from dcl_core.experiments.sweep_plot import plot_accuracy
     from service.sweeps import settle
 
     actions = []

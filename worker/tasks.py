@@ -149,7 +149,7 @@ def execute_job(job_id: str, *, store, settings, worker: str) -> str:
 
 
 def settle_parent_of(job_id: str, store, settings) -> None:
-    from dcl_core.sweep_plot import plot_accuracy
+    from dcl_core.experiments.sweep_plot import plot_accuracy
     from service.sweeps import settle
 
     try:

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from dcl_core.catalog import SPLIT_SIZES, missing_torchvision_files
+from dcl_core.data.catalog import SPLIT_SIZES, missing_torchvision_files
 from dcl_core.config import DatasetSpec, TrainConfig
 from dcl_core.jobtypes import JOB_TYPES, JobSpec
 from dcl_core.files import sha256_file

@@ -22,7 +22,7 @@ def bench():
 
 
 def test_holdout_is_stratified_and_disjoint_from_the_probe_training_images(bench, tmp_path):
-    from dcl_core.data import DataEnv, load_images
+    from dcl_core.data.sources import DataEnv, load_images
 
     # 30 images of class 0 and 20 of class 1; pixel (0, 0) holds the image's index.
     x = np.zeros((50, 8, 8, 3), dtype=np.uint8)
@@ -44,7 +44,7 @@ def test_holdout_is_stratified_and_disjoint_from_the_probe_training_images(bench
 
 
 def test_max_images_takes_a_random_subset_not_the_first_class(bench, tmp_path):
-    from dcl_core.data import DataEnv, load_images
+    from dcl_core.data.sources import DataEnv, load_images
 
     x = np.zeros((100, 8, 8), dtype=np.uint8)
     source = tmp_path / "sorted.npz"

@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from dcl_core.config import EmbedJob, ProbeJob, TrainConfig
 from dcl_core.hooks import NullHooks
-from dcl_core.train import fit
+from dcl_core.training.train import fit
 
 
 @pytest.mark.parametrize("field, value", [

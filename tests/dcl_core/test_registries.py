@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dcl_core.config import TrainConfig
 from dcl_core.jobtypes import JOB_TYPES, JobSpec
-from dcl_core.methods import METHODS
+from dcl_core.training.methods import METHODS
 
 
 def test_every_job_type_is_one_entry_with_a_matching_spec_model():
@@ -48,7 +48,7 @@ def test_queue_rule_comes_from_the_job_type():
 
 
 def test_method_names_are_validated_from_the_table_and_build_their_loss():
-    from dcl_core.losses import build_loss
+    from dcl_core.training.losses import build_loss
 
     for name, method in METHODS.items():
         loss = build_loss(TrainConfig(method=name))
@@ -59,6 +59,6 @@ def test_method_names_are_validated_from_the_table_and_build_their_loss():
 
 
 def test_reading_the_registries_does_not_import_torch():
-    code = "import sys, dcl_core.jobtypes, dcl_core.methods, dcl_core.sweep; print('torch' in sys.modules)"
+    code = "import sys, dcl_core.jobtypes, dcl_core.training.methods, dcl_core.experiments.sweep; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,7 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dcl_core.config import TrainConfig
 from dcl_core.hooks import NullHooks
 from dcl_core.tracking import TENSORBOARD_DIR, SinkHooks, TensorBoardHooks
-from dcl_core.train import fit
+from dcl_core.training.train import fit
 
 
 def tiny(**overrides) -> TrainConfig:

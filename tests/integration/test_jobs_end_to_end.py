@@ -81,7 +81,7 @@ def test_pretrain_on_uploaded_zip_streams_progress_and_serves_encoder(stack, pre
     (tmp_path / "encoder.json").write_bytes(meta.content)
     import torch
 
-    from dcl_core.export import load_encoder
+    from dcl_core.export.encoder import load_encoder
 
     encoder = load_encoder(tmp_path)
     images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)

@@ -38,7 +38,7 @@ def test_vit_job_exports_onnx_and_hf_and_warns_about_sgd(tmp_path):
 
     import torch
 
-    from dcl_core.export import load_encoder
+    from dcl_core.export.encoder import load_encoder
 
     meta = json.loads((tmp_path / "config.json").read_text())
     assert meta["timm_model"] == "vit_tiny_patch16_224" and meta["onnx"]["max_abs_diff"] < 1e-4

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from dcl_core import archive
+from dcl_core.data import archive
 from dcl_core.errors import UserError
 from tests.fixtures.servers import run_api_server
 from tests.fixtures.volumes import remount, tmpfs

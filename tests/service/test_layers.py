@@ -13,12 +13,23 @@ import pytest
 from tests.fixtures.servers import REPO_ROOT, dcl_env, run_api_server
 from tests.service.conftest import image_zip
 
-ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.archive", "dcl_core.files", "dcl_core.cli",
-                    "dcl_core.encoders", "dcl_core.catalog", "dcl_core.jobtypes", "dcl_core.methods", "dcl_core.sweep",
-                    "dcl_core.lazy"}
+ALLOWED_DCL_CORE = {
+    "dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.files", "dcl_core.cli", "dcl_core.jobtypes",
+    "dcl_core.lazy",
+    "dcl_core.data", "dcl_core.data.archive", "dcl_core.data.catalog", "dcl_core.data.npz",
+    "dcl_core.models", "dcl_core.models.encoders",
+    "dcl_core.training", "dcl_core.training.methods",
+    "dcl_core.experiments", "dcl_core.experiments.sweep",
+}
 """dcl_core modules that import neither torch nor torchvision (the service may use these)."""
 
 FORBIDDEN_ROOTS = {"torch", "torchvision", "worker"}
+
+
+def module_path(module: str) -> Path:
+    """The file that defines a module of this repository: `a/b.py`, or `a/b/__init__.py` for a package."""
+    path = REPO_ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def imported_modules(path: Path, top_level_only: bool = False) -> list[tuple[int, str]]:
@@ -32,8 +43,9 @@ def imported_modules(path: Path, top_level_only: bool = False) -> list[tuple[int
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module))
-            if node.module == "dcl_core":
-                found += [(node.lineno, f"dcl_core.{alias.name}") for alias in node.names]
+            if node.module.split(".")[0] == "dcl_core":  # `from dcl_core.data import archive`: a module too
+                found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names
+                          if module_path(f"{node.module}.{alias.name}").exists()]
     return found
 
 
@@ -51,9 +63,20 @@ def test_no_service_module_imports_torch_the_worker_or_training_code():
 
 def test_importing_the_light_dcl_core_modules_does_not_import_torch():
     for module in ALLOWED_DCL_CORE:
-        path = REPO_ROOT / (module.replace(".", "/") + (".py" if "." in module else "/__init__.py"))
+        path = module_path(module)
         roots = {m.split(".")[0] for _, m in imported_modules(path, top_level_only=True)}
         assert not roots & {"torch", "torchvision"}, module
+
+
+TORCH_FREE_DCL_CORE = ALLOWED_DCL_CORE | {"dcl_core.hooks", "dcl_core.tracking", "dcl_core.experiments.sweep_plot"}
+"""dcl_core modules whose import does not import torch (at any depth)."""
+
+
+def test_importing_the_torch_free_modules_imports_no_torch_at_any_depth():
+    code = (f"import sys, importlib; [importlib.import_module(m) for m in {sorted(TORCH_FREE_DCL_CORE)!r}]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.integration

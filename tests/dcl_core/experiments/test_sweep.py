@@ -1,0 +1,75 @@
+"""Sweep requests: grid expansion and validation up front, and the table of results."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from pydantic import ValidationError
+
+from dcl_core.experiments.sweep import MAX_POINTS, SweepJob, results_csv, sweep_result
+
+BASE = {"encoder": "convnet_small", "epochs": 2}
+EVALUATE = {"train": "builtin:digits", "test": {"source": "builtin:digits", "split": "test"}, "classifier": "knn"}
+
+
+def test_grid_expands_to_one_validated_member_per_point_with_dotted_paths():
+    job = SweepJob(config=BASE, grid={"method": ["dcl", "simclr"], "augment.crop_scale": [[0.2, 1.0], [0.5, 1.0]]},
+                   evaluate=EVALUATE)
+    members = job.child_specs()
+    assert [(m.config.method, m.config.augment.crop_scale) for m in members] == [
+        ("dcl", (0.2, 1.0)), ("dcl", (0.5, 1.0)), ("simclr", (0.2, 1.0)), ("simclr", (0.5, 1.0))]
+    assert all(m.type == "pretrain" and m.config.evaluate.classifier == "knn" and m.config.epochs == 2
+               for m in members)
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"batch_size": [64, 1]}, 'grid point {"batch_size": 1}: batch_size'),
+    ({"augment.crop_scale": [[0.5, 2.0]]}, "crop_scale"),
+    ({"bacth_size": [64]}, "has no field 'bacth_size'"),
+    ({"augment.nope": [1]}, "augment has no field 'nope'"),
+    ({"batch_size": []}, "at least one value"),
+    ({"seed": list(range(MAX_POINTS + 1))}, f"more than the {MAX_POINTS}"),
+    ({"evaluate.classifier": ["knn"]}, "evaluate cannot be swept"),
+])
+def test_a_bad_grid_is_rejected_naming_the_field_or_the_point(grid, message):
+    with pytest.raises(ValidationError, match="grid") as info:
+        SweepJob(config=BASE, grid=grid)
+    assert message in str(info.value)
+
+
+def member(job_id, status, method, batch, seed, score=None, error=None):
+    result = {"scores": {"linear_top1": score}} if score is not None else None
+    return {"id": job_id, "status": status, "error": error, "result": result,
+            "spec": {"config": {"method": method, "batch_size": batch, "seed": seed}}}
+
+
+def test_the_table_has_a_row_a_member_and_mean_and_std_over_seeds():
+    members = [member("a", "succeeded", "dcl", 32, 0, 0.6), member("b", "succeeded", "dcl", 32, 1, 0.8),
+               member("c", "failed", "simclr", 32, 0, error="loss became nan"),
+               member("d", "succeeded", "simclr", 32, 1, 0.5), member("e", "cancelled", "simclr", 64, 0)]
+    result = sweep_result(["method", "batch_size", "seed"], members)
+    assert result["swept"] == ["method", "batch_size", "seed"]
+    assert [r["error"] for r in result["rows"]] == [None, None, "loss became nan", None, "cancelled"]
+    assert result["rows"][2]["scores"] == {} and result["rows"][0]["params"] == {"method": "dcl", "batch_size": 32,
+                                                                                  "seed": 0}
+    dcl, simclr, simclr64 = result["summary"]
+    assert dcl["params"] == {"method": "dcl", "batch_size": 32} and dcl["n"] == 2
+    assert dcl["mean"]["linear_top1"] == pytest.approx(0.7)
+    assert dcl["std"]["linear_top1"] == pytest.approx(0.1414213, rel=1e-5)  # sample std of 0.6, 0.8
+    assert simclr["n"] == 1 and simclr["std"] == {"linear_top1": 0.0}
+    assert simclr64 == {"params": {"method": "simclr", "batch_size": 64}, "n": 0, "mean": {}, "std": {}}
+    rows = list(csv.DictReader(io.StringIO(results_csv(result))))
+    assert rows[0] == {"job_id": "a", "status": "succeeded", "method": "dcl", "batch_size": "32", "seed": "0",
+                       "linear_top1": "0.6", "error": ""}
+    assert rows[2]["error"] == "loss became nan" and rows[2]["linear_top1"] == ""
+
+
+def test_the_plot_is_a_png(tmp_path):
+    from dcl_core.experiments.sweep_plot import plot_accuracy
+
+    members = [member(f"j{i}", "succeeded", m, b, s, 0.5 + b / 1000 + s / 100)
+               for i, (m, b, s) in enumerate((m, b, s) for m in ("dcl", "simclr") for b in (32, 128) for s in (0, 1))]
+    plot_accuracy(sweep_result(["method", "batch_size", "seed"], members), tmp_path / "accuracy.png")
+    assert (tmp_path / "accuracy.png").read_bytes().startswith(b"\x89PNG")
