@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from dcl_core.config import DatasetSpec, ProbeConfig, TrainConfig
-from dcl_core.data.sources import DataEnv, ImageSet, load_images
+from dcl_core.data.imageset import ImageSet
+from dcl_core.data.sources import DataEnv, load_images
 from dcl_core.models.encoders import build_encoder, resolve_small_stem
 from dcl_core.errors import UserError
 from dcl_core.export.encoder import save_encoder

@@ -24,13 +24,13 @@ from pathlib import Path
 from unittest.mock import patch
 
 try:
-    from dcl_core.data import archive
+    from dcl_core.data import decode
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from dcl_core.data import archive
-from dcl_core.data import decode
+    from dcl_core.data import decode
 from dcl_core.config import DatasetSpec, ProbeConfig
-from dcl_core.data.sources import DataEnv, _file_source, _list_tree, load_images
+from dcl_core.data.imageset import tree_files
+from dcl_core.data.sources import DataEnv, _file_source, load_images
 from dcl_core.models.encoders import build_encoder
 from dcl_core.export.encoder import save_encoder
 from dcl_core.evaluation.probe import run_probe
@@ -38,7 +38,7 @@ from dcl_core.evaluation.probe import run_probe
 
 def _pillow_only(paths, out, size, fallback, **kwargs):
     """The loader as it was before batched decoding: Pillow, file by file, in threads."""
-    return archive.parallel_map(fallback, len(paths))
+    return decode.parallel_map(fallback, len(paths))
 
 
 def _load_seconds(spec, env) -> float:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         test = DatasetSpec(source=args.data, image_size=args.image_size, max_images=args.test_images)
         root = _file_source(train, extracted, None)  # extracted once, not timed
         tree = DatasetSpec(source=str(root), image_size=args.image_size)
-        count = len(_list_tree(root, tree)[0])
+        count = len(tree_files(root, tree)[0])
 
         times: dict[str, list[float]] = {"pillow": [], "batched": [], "cached": []}
         for round in range(args.repeats):

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dcl_core.data.archive import DATASET_NPZ_FILE, dataset_layout, decode_image, list_images
+from dcl_core.data.decode import decode_image
+from dcl_core.data.stored import DATASET_NPZ_FILE, dataset_layout
+from dcl_core.data.tree import list_images
 from dcl_core.errors import UserError
 
 THUMBNAIL_PX = 96

@@ -1,42 +1,161 @@
-"""Fast image decoding for in-memory datasets, and a cache of what it decoded.
+"""Image decoding, all of it: Pillow for any file (`decode_image`, `decode_into`; Pillow's
+decoders for IMAGE_FORMATS only), and JPEGs in batches with torchvision (`decode_files`) where
+that gives the same pixels; `decode_images` decodes a file list into one uint8 array.
 
-Decoding: JPEGs go to torchvision's libjpeg-turbo decoder in batches (`decode_jpeg` on a list,
-in a thread pool), on the GPU with nvJPEG when CUDA is there. Pillow's per-file path
-(`data._decode_into`) remains for everything else: other formats, EXIF-tagged or Adobe (maybe
-CMYK) JPEGs, unreadable files (for its error messages), and, on the CPU, JPEGs that need a
-resize (Pillow's draft mode decodes a large JPEG at a reduced scale, far cheaper than a full
-decode). So on the CPU the pixels are Pillow's exactly; on the GPU a JPEG that needs a resize
-is centre-cropped and resized there (bicubic, antialiased): close to Pillow's, not bit-equal.
+Batches: JPEGs go to torchvision's libjpeg-turbo decoder (`decode_jpeg` on a list, in a thread
+pool), on the GPU with nvJPEG when CUDA is there. Pillow's per-file path (`decode_into`) remains
+for everything else: other formats, EXIF-tagged or Adobe (maybe CMYK) JPEGs, unreadable files
+(for its error messages), and, on the CPU, JPEGs that need a resize (Pillow's draft mode decodes
+a large JPEG at a reduced scale, far cheaper than a full decode). So on the CPU the pixels are
+Pillow's exactly; on the GPU a JPEG that needs a resize is centre-cropped and resized there
+(bicubic, antialiased): close to Pillow's, not bit-equal.
 
-Cache: `DataEnv.cache_dir/decoded/<key>.npz` holds the decoded uint8 tensor of one dataset at
-one size. The key is the sha256 of every file's name, size and mtime, plus the size asked for,
-skip_corrupt and the decoder (cpu or cuda), so a changed file, size or decoder misses. Written
-atomically (a temporary file, then a rename); read back with the zip's CRC-32 checked, so a
-damaged file is ignored (and rewritten by that load). Safe to delete at any time.
+Imports no torch at module level (the API decodes uploads with it); the batch decoder imports
+torch and torchvision when it runs.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
-import logging
 import os
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, TypeVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
-log = logging.getLogger(__name__)
+from dcl_core.data.tree import relative_name
+from dcl_core.errors import UserError
 
-CACHE_VERSION = 1
+if TYPE_CHECKING:
+    import torch
+
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+"""Pillow format ids that images are decoded with (never any other of Pillow's plugins)."""
+
+MAX_LISTED = 10
+"""How many file names an error message lists."""
+
 CHUNK = 256  # files per decode_jpeg call
 
 
-# --------------------------------------------------------------------------- JPEG headers
+# --------------------------------------------------------------------------- Pillow
+
+
+class CorruptImage(Exception):
+    """An image file that cannot be decoded (its message says why)."""
+
+
+def decode_image(
+    path: str | os.PathLike[str], *, draft_size: tuple[int, int] | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Opens and fully decodes an image file with Pillow's decoders for IMAGE_FORMATS only.
+
+    Returns the image and its stored (width, height). Pillow's decompression-bomb limit
+    (`Image.MAX_IMAGE_PIXELS`) applies: an image over it is corrupt. `draft_size` lets a JPEG
+    decode at a reduced scale (still at least that size). Raises CorruptImage for anything
+    unreadable.
+    """
+    try:
+        with open(path, "rb") as f:
+            im = Image.open(f, formats=IMAGE_FORMATS)
+            size = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and size[0] * size[1] > limit:
+                raise CorruptImage(f"{size[0]}x{size[1]} pixels is over the decompression-bomb limit")
+            if draft_size is not None and im.format == "JPEG":
+                im.draft("RGB", draft_size)
+            im.load()
+            return im, size
+    except CorruptImage:
+        raise
+    except Image.DecompressionBombError:
+        raise CorruptImage("over the decompression-bomb limit") from None
+    except Image.UnidentifiedImageError:
+        raise CorruptImage("not an image in a supported format") from None
+    except MemoryError:
+        raise CorruptImage("too large to decode") from None
+    except Exception as exc:  # Pillow's plugins raise many types on malformed data
+        raise CorruptImage(str(exc) or type(exc).__name__) from None
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """An image file's stored (width, height), read from its header alone. Raises CorruptImage."""
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as im:
+            return im.size
+    except Exception as exc:  # Pillow's plugins raise many types on malformed data
+        raise CorruptImage(str(exc) or type(exc).__name__) from None
+
+
+def decode_into(path: Path, out: np.ndarray, size: int | None) -> tuple[int, int]:
+    """Decodes one file into out (3, S, S) uint8; returns the decoded (width, height).
+
+    Without size, the image must match out's size exactly (else its size is returned unchanged
+    and nothing is written). Raises CorruptImage.
+    """
+    draft = (size, size) if size is not None else None
+    im, _ = decode_image(path, draft_size=draft)
+    try:
+        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: show it as a viewer would
+            im = ImageOps.exif_transpose(im)
+    except Exception:
+        pass
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        scale = 255.0 / 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 1.0
+        im = Image.fromarray(np.clip(a * scale, 0, 255).round().astype(np.uint8), "L")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    w, h = im.size
+    if size is None:
+        if (h, w) != out.shape[1:]:
+            return w, h
+    elif (w, h) != (size, size):
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        im = im.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side),
+                       reducing_gap=3.0)
+    out[...] = np.asarray(im).transpose(2, 0, 1)
+    return w, h
+
+
+def corrupt_error(names: Iterable[str], total: int) -> UserError:
+    """The error for unreadable files without skip_corrupt: names up to MAX_LISTED of them."""
+    names = list(names)[:MAX_LISTED]
+    more = f" and {total - len(names)} more" if total > len(names) else ""
+    return UserError(
+        f"{total} file(s) cannot be read as images: {'; '.join(names)}{more}. "
+        "Remove them, or set skip_corrupt: true to skip them"
+    )
+
+
+def decode_workers() -> int:
+    """Threads for decoding: Pillow releases the GIL while decoding and reading."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(2, min(32, 2 * cores))
+
+
+T = TypeVar("T")
+
+
+def parallel_map(fn: Callable[[int], T], count: int, *, chunk: int = 256) -> list[T]:
+    """[fn(i) for i in range(count)], run in a thread pool over chunks of indices."""
+    if count <= chunk:
+        return [fn(i) for i in range(count)]
+
+    def run(start: int) -> list[T]:
+        return [fn(i) for i in range(start, min(start + chunk, count))]
+
+    with concurrent.futures.ThreadPoolExecutor(decode_workers()) as pool:
+        return [r for part in pool.map(run, range(0, count, chunk)) for r in part]
+
+
+# --------------------------------------------------------------------------- batches of JPEGs
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -70,10 +189,9 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-# --------------------------------------------------------------------------- decoding
-
-
 def gpu_decode_available() -> bool:
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -85,7 +203,7 @@ def decode_files(paths: list[Path], out: np.ndarray, size: int | None,
 
     `size` None: the images must already be S x S (others go to the fallback, which reports them).
     """
-    from dcl_core.data.archive import decode_workers
+    import torch
 
     n = len(paths)
     side = out.shape[-1]
@@ -129,6 +247,7 @@ def decode_files(paths: list[Path], out: np.ndarray, size: int | None,
 
 
 def _decode_batch(datas: list[torch.Tensor], index: list[int], out: np.ndarray, side: int, device: str) -> None:
+    import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
     images = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
@@ -142,6 +261,9 @@ def _decode_batch(datas: list[torch.Tensor], index: list[int], out: np.ndarray, 
 
 def _fit_square(image: torch.Tensor, side: int) -> torch.Tensor:
     """(3, H, W) uint8 -> (3, side, side): centre square crop, antialiased bicubic resize."""
+    import torch
+    import torch.nn.functional as F
+
     h, w = image.shape[-2:]
     if h == w == side:
         return image
@@ -152,50 +274,61 @@ def _fit_square(image: torch.Tensor, side: int) -> torch.Tensor:
     return y.round_().clamp_(0, 255).to(torch.uint8)[0]
 
 
-# --------------------------------------------------------------------------- cache
+# --------------------------------------------------------------------------- a file list
 
 
-def cache_key(paths: list[Path], base: Path, size: int | None, skip_corrupt: bool, decoder: str) -> str:
-    """sha256 of the files' names, sizes and mtimes and of what shapes the decoded tensor."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION} size={size} skip={skip_corrupt} decoder={decoder}\n".encode())
-    prefix = os.path.join(str(base), "")
-    lines = []
-    for path in paths:  # string operations: pathlib would cost more than the stat calls
-        name = str(path)
-        stat = os.stat(name)
-        lines.append(f"{name.removeprefix(prefix)}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
-    digest.update("".join(lines).encode())
-    return digest.hexdigest()
+def decode_images(paths: list[Path], base: Path, size: int | None, skip_corrupt: bool, source: str,
+                  device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode image files (named relative to `base` in messages) into (images (M, 3, S, S) uint8,
+    kept (N,) bool: which files are in it), at `size` or at the files' one native square size.
+    Unreadable files are a UserError naming them, unless `skip_corrupt` (then left out)."""
+    def rel(p: Path) -> str:
+        return relative_name(p, base)
 
+    n = len(paths)
+    corrupt: dict[int, str] = {}
+    if size is None:
+        # The native size: the first readable image's; every other must match it.
+        for i, p in enumerate(paths):
+            try:
+                im, native = decode_image(p)
+                im.close()
+                break
+            except CorruptImage as exc:
+                corrupt[i] = f"{rel(p)} ({exc})"
+        else:
+            if not skip_corrupt:
+                raise corrupt_error(corrupt.values(), len(corrupt))
+            raise UserError(f"{source}: none of the {n} image files can be read")
+        w, h = native
+        if w != h:
+            raise UserError(f"{source}: images are {w}x{h} ({rel(p)}), not square; set image_size")
+        side = w
+    else:
+        side = size
+    out = np.empty((n, 3, side, side), dtype=np.uint8)
 
-def cache_path(cache_dir: Path, key: str) -> Path:
-    return Path(cache_dir) / "decoded" / f"{key}.npz"
+    def work(i: int) -> tuple[int, int] | str:
+        try:
+            return decode_into(paths[i], out[i], size)
+        except CorruptImage as exc:
+            return f"{rel(paths[i])} ({exc})"
 
-
-def load_cached(path: Path, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(images (M, 3, S, S) uint8, kept (count,) bool) from a cache file; None when it is missing,
-    damaged (CRC, truncation) or does not fit `count` files."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            images, kept = npz["images"], npz["kept"]
-        if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3 or kept.dtype != bool
-                or kept.shape != (count,) or int(kept.sum()) != images.shape[0]):
-            raise ValueError(f"shapes {images.shape} / {kept.shape} do not fit {count} files")
-        return images, kept
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        log.warning("ignoring the damaged decode cache %s (%s); decoding again", path, exc)
-        return None
-
-
-def save_cached(path: Path, images: np.ndarray, kept: np.ndarray) -> None:
-    """Write atomically; a failure (disk full...) only costs the next job a decode."""
-    from dcl_core.files import atomic_open
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path, "wb") as f:
-            np.savez(f, images=images, kept=kept)
-    except OSError as exc:
-        log.warning("could not write the decode cache %s (%s)", path, exc)
+    results = decode_files(paths, out, size, work, device=device)
+    corrupt = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    if corrupt and not skip_corrupt:
+        raise corrupt_error(corrupt.values(), len(corrupt))
+    if size is None:
+        other = [(i, r) for i, r in enumerate(results) if not isinstance(r, str) and r != (side, side)]
+        if other:
+            i, (w, h) = other[0]
+            raise UserError(
+                f"{source}: images have different sizes ({rel(paths[0])} is {side}x{side}, "
+                f"{rel(paths[i])} is {w}x{h}, {len(other)} differ); set image_size"
+            )
+    keep = np.array([i not in corrupt for i in range(n)], dtype=bool)
+    if corrupt:
+        if not keep.any():
+            raise UserError(f"{source}: none of the {n} image files can be read")
+        out = out[keep]
+    return out, keep

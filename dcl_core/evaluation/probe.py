@@ -30,7 +30,8 @@ from dcl_core.hooks import NullHooks, stop_check
 
 if TYPE_CHECKING:
     from dcl_core.config import DatasetSpec, ProbeConfig
-    from dcl_core.data.sources import DataEnv, ImageSet
+    from dcl_core.data.imageset import ImageSet
+    from dcl_core.data.sources import DataEnv
 
 __all__ = [
     "ProbeResult",

@@ -25,7 +25,9 @@ from torch import nn
 from dcl_core.training.augment import EvalTransform, SimCLRAugment
 from dcl_core.training.checkpoint import load_checkpoint, save_checkpoint
 from dcl_core.config import TrainConfig
-from dcl_core.data.sources import DataEnv, ImageSet, ImageStream, epoch_order, load_images, open_images
+from dcl_core.data.imageset import ImageSet, epoch_order
+from dcl_core.data.sources import DataEnv, load_images, open_images
+from dcl_core.data.stream import ImageStream
 from dcl_core.training.device import autocast, autocast_dtype, resolve_device
 from dcl_core.models.encoders import build_encoder, resolve_small_stem
 from dcl_core.errors import UserError

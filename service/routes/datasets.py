@@ -15,7 +15,7 @@ import anyio
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from dcl_core.data.archive import dataset_bytes, store_dataset
+from dcl_core.data.stored import dataset_bytes, store_dataset
 from dcl_core.errors import UserError
 from dcl_core.files import is_disk_error
 from service.deps import INT32_MAX, CurrentKey, OwnedDataset, SettingsDep, StoreDep, too_many

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from dcl_core.data import archive
+from dcl_core.data import stored
 from dcl_core.errors import UserError
 from tests.fixtures.servers import run_api_server
 from tests.fixtures.volumes import remount, tmpfs
@@ -111,6 +111,6 @@ def test_extraction_that_fills_the_volume_is_not_blamed_on_the_archive(tmp_path,
 
     monkeypatch.setattr("builtins.open", full_disk_open)
     with pytest.raises(OSError) as caught:
-        archive.store_dataset(src, tmp_path / "ds_1", filename="pets.zip", max_total_bytes=1 << 30, max_files=100)
+        stored.store_dataset(src, tmp_path / "ds_1", filename="pets.zip", max_total_bytes=1 << 30, max_files=100)
     assert caught.value.errno == errno.ENOSPC and not isinstance(caught.value, UserError)
     assert not (tmp_path / "ds_1").exists()

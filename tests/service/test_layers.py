@@ -16,7 +16,8 @@ from tests.service.conftest import image_zip
 ALLOWED_DCL_CORE = {
     "dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.files", "dcl_core.cli", "dcl_core.jobtypes",
     "dcl_core.lazy",
-    "dcl_core.data", "dcl_core.data.archive", "dcl_core.data.catalog", "dcl_core.data.npz",
+    "dcl_core.data", "dcl_core.data.archive", "dcl_core.data.catalog", "dcl_core.data.decode",
+    "dcl_core.data.inspection", "dcl_core.data.npz", "dcl_core.data.stored", "dcl_core.data.tree",
     "dcl_core.models", "dcl_core.models.encoders",
     "dcl_core.training", "dcl_core.training.methods",
     "dcl_core.experiments", "dcl_core.experiments.sweep",
@@ -68,7 +69,8 @@ def test_importing_the_light_dcl_core_modules_does_not_import_torch():
         assert not roots & {"torch", "torchvision"}, module
 
 
-TORCH_FREE_DCL_CORE = ALLOWED_DCL_CORE | {"dcl_core.hooks", "dcl_core.tracking", "dcl_core.experiments.sweep_plot"}
+TORCH_FREE_DCL_CORE = ALLOWED_DCL_CORE | {"dcl_core.hooks", "dcl_core.tracking", "dcl_core.data.decode_cache",
+                                          "dcl_core.experiments.sweep_plot"}
 """dcl_core modules whose import does not import torch (at any depth)."""
 
 

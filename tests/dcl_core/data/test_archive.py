@@ -1,4 +1,5 @@
-"""dcl_core.data.archive: safe extraction of untrusted archives, image-tree and .npz inspection."""
+"""dcl_core.data: safe extraction of untrusted archives (`archive`), image trees (`tree`), upload
+inspection (`inspection`) and stored datasets (`stored`)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from dcl_core.data.archive import (
-    dataset_layout,
-    inspect_images,
-    inspect_npz,
-    list_images,
-    safe_extract,
-    store_dataset,
-)
+from dcl_core.data.archive import safe_extract
+from dcl_core.data.inspection import inspect_images, inspect_npz
+from dcl_core.data.stored import dataset_layout, store_dataset
+from dcl_core.data.tree import list_images
 from dcl_core.errors import UserError
 
 LIMITS = dict(max_total_bytes=1 << 30, max_files=10_000)
@@ -385,8 +382,9 @@ def test_store_dataset_drops_skipped_corrupt_files(tmp_path):
     assert inspect_images(tmp_path / "ds_2" / "images", skip_corrupt=False).num_images == 4
 
 
-def test_archive_module_does_not_import_torch():
-    code = "import sys, dcl_core.data.archive; assert 'torch' not in sys.modules, 'torch imported'"
+def test_upload_checking_modules_do_not_import_torch():
+    modules = "dcl_core.data.archive, dcl_core.data.tree, dcl_core.data.decode, dcl_core.data.inspection, dcl_core.data.stored"
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
 
 

@@ -12,7 +12,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from dcl_core.config import DatasetSpec
-from dcl_core.data.sources import MIN_CHANNEL_STD, DataEnv, ImageSet, dataset_layout, load_images
+from dcl_core.data.imageset import MIN_CHANNEL_STD, ImageSet
+from dcl_core.data.sources import DataEnv, load_images
+from dcl_core.data.stored import dataset_layout
 from dcl_core.errors import UserError
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "emu": (40, 40, 200)}
@@ -313,7 +315,8 @@ def test_channel_stats_on_cuda():
 
 
 def stream(source, **spec):
-    from dcl_core.data.sources import ImageStream, open_images
+    from dcl_core.data.sources import open_images
+    from dcl_core.data.stream import ImageStream
 
     env = spec.pop("env", DataEnv())
     data = open_images(DatasetSpec(source=str(source), in_memory=False, **spec), env)
@@ -322,7 +325,7 @@ def stream(source, **spec):
 
 
 def test_should_stream_above_the_decoded_size_limit():
-    from dcl_core.data.sources import IN_MEMORY_MAX_BYTES, should_stream
+    from dcl_core.data.stream import IN_MEMORY_MAX_BYTES, should_stream
 
     limit = 10 * 3 * 16 * 16
     assert not should_stream(None, 10, 16, max_bytes=limit)
@@ -333,7 +336,7 @@ def test_should_stream_above_the_decoded_size_limit():
 
 
 def test_a_streamed_folder_yields_the_in_memory_images_in_epoch_order(tree):
-    from dcl_core.data.sources import epoch_order
+    from dcl_core.data.imageset import epoch_order
 
     memory = load(tree)
     s = stream(tree)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dcl_core.data import sources as data_module
-from dcl_core.data import decode
 from dcl_core.config import DatasetSpec
-from dcl_core.data.sources import DataEnv, _decode_into, load_images
+from dcl_core.data import decode, decode_cache
+from dcl_core.data.decode import decode_into
+from dcl_core.data.sources import DataEnv, load_images
 
 
 def _save(path, array, fmt="JPEG", **kwargs):
@@ -55,14 +55,14 @@ def test_batched_decode_gives_pillows_pixels(folder, monkeypatch):
     reference = np.zeros((len(paths), 3, 16, 16), np.uint8)
     for i, path in enumerate(paths):
         if path.name != "broken.jpg":
-            _decode_into(path, reference[i], 16)
+            decode_into(path, reference[i], 16)
     out = np.zeros_like(reference)
     calls = []
 
     def fallback(i):
         calls.append(paths[i].name)
         try:
-            return _decode_into(paths[i], out[i], 16)
+            return decode_into(paths[i], out[i], 16)
         except Exception as exc:
             return str(exc)
 
@@ -90,7 +90,7 @@ def test_second_load_comes_from_the_cache_without_decoding(folder, tmp_path, mon
     first = load_images(spec(folder), env)
     cached = list((tmp_path / "cache" / "decoded").glob("*.npz"))
     assert len(cached) == 1
-    monkeypatch.setattr(data_module, "_decode_files", _no_decoding)
+    monkeypatch.setattr(decode, "decode_images", _no_decoding)
     second = load_images(spec(folder), env)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert first.num_images == 2 * 11 - 0 and first.classes == second.classes == ["a", "b"]
@@ -125,4 +125,4 @@ def test_damaged_cache_file_is_ignored_and_rebuilt(folder, tmp_path, damage):
     cached.write_bytes(bytes(raw))
     again = load_images(spec(folder), env)
     assert torch.equal(first.images, again.images) and torch.equal(first.labels, again.labels)
-    assert decode.load_cached(cached, len(sorted(folder.rglob("*.*")))) is not None  # rewritten whole
+    assert decode_cache.load_cached(cached, len(sorted(folder.rglob("*.*")))) is not None  # rewritten whole

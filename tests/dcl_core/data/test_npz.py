@@ -9,7 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from dcl_core.data.archive import dataset_bytes, inspect_npz, store_dataset
+from dcl_core.data.inspection import inspect_npz
+from dcl_core.data.stored import dataset_bytes, store_dataset
 from dcl_core.errors import UserError
 from dcl_core.data.npz import MAX_CLASSES, check_npz
 
