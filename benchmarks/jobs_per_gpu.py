@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     p.add_argument("--timeout", type=float, default=900.0)
     args = p.parse_args(argv)
     if args.compile_mode is None:
-        from dcl_core.training.train import COMPILE_MODE
+        from dcl_core.training.step import COMPILE_MODE
 
         args.compile_mode = COMPILE_MODE
 

@@ -31,7 +31,7 @@ from dcl_core.training.device import autocast_dtype, resolve_device
 from dcl_core.models.encoders import build_encoder, resolve_small_stem
 from dcl_core.training.losses import build_loss
 from dcl_core.training.optim import build_optimizer, build_scheduler
-from dcl_core.training.train import COMPILE_MODE, build_model, make_train_step, view_maker
+from dcl_core.training.step import COMPILE_MODE, build_model, make_train_step, view_maker
 
 EPOCH_VIEWS = 100_000  # a CIFAR-10 epoch: 50,000 images x 2 views
 

@@ -216,7 +216,8 @@ def cmd_export(args) -> int:
 def cmd_show_augment(args) -> int:
     import torch
 
-    from dcl_core.training.augment import SimCLRAugment, save_png, views_grid
+    from dcl_core.training.augment import SimCLRAugment
+    from dcl_core.training.views import save_png, views_grid
     from dcl_core.config import AugmentConfig, DatasetSpec
     from dcl_core.data.sources import load_images
 

@@ -391,7 +391,7 @@ def spec_at_encoder_size(spec: "DatasetSpec", meta: dict) -> "DatasetSpec":
 
 def eval_transform(image_size: int, meta: dict, device: torch.device):
     """The encoder's evaluation preprocessing (its normalisation) at `image_size`, on `device`."""
-    from dcl_core.training.augment import EvalTransform
+    from dcl_core.training.image_ops import EvalTransform
 
     transform = EvalTransform(int(image_size), tuple(meta["mean"]), tuple(meta["std"]))
     return transform.to(device) if hasattr(transform, "to") else transform

@@ -215,7 +215,7 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
 
-    from dcl_core.training.augment import EvalTransform
+    from dcl_core.training.image_ops import EvalTransform
     from dcl_core.models.encoders import build_encoder
 
     weights_path, _ = _locate(path)

@@ -1,4 +1,5 @@
-"""SimCLR views, batched and vectorised on the training device (pure torch).
+"""SimCLR views, batched and vectorised on the training device (pure torch): `SimCLRAugment`
+and its random parameters; the pixel operations it composes are in `image_ops`.
 
 `SimCLRAugment` turns a uint8 batch (B, 3, H, W) into one normalised view per image; call it
 twice on the same batch for the two views of a contrastive step. It follows SimCLR (Chen et
@@ -55,7 +56,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -63,24 +63,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcl_core.config import AugmentConfig
+from dcl_core.training.image_ops import (
+    Constants,
+    blend_matrices,
+    blur,
+    blur_kernel_size,
+    blur_kernels,
+    check_images,
+    check_mean_std,
+    constant,
+    constants,
+    linear_pass,
+    shift_hue,
+    to_float,
+)
 
-__all__ = [
-    "LUMA",
-    "AugmentParams",
-    "SimCLRAugment",
-    "EvalTransform",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_saturation",
-    "adjust_hue",
-    "rgb_to_grayscale",
-    "gaussian_blur",
-    "blur_kernel_size",
-    "views_grid",
-    "save_png",
-]
-
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
+__all__ = ["AugmentParams", "SimCLRAugment"]
 
 # Jitter op indices, as used in AugmentParams.order.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
@@ -90,214 +88,6 @@ _CPU_CHUNK_BYTES = 1 << 19
 
 # Columns of the one (B, _N_UNIFORM) uniform draw behind AugmentParams.
 _N_UNIFORM = 17
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _constant(values: tuple[float, ...], like: Tensor) -> Tensor:
-    """A small 1-D tensor on `like`'s device and dtype, filled on the device (no host copy)."""
-    return torch.stack([like.new_full((), float(v)) for v in values])
-
-
-class _Constants:
-    """Small constant tensors for one device and dtype, made once (device-side fills)."""
-
-    def __init__(self, like: Tensor) -> None:
-        self.eye = torch.eye(3, dtype=like.dtype, device=like.device)
-        self.luma = _constant(LUMA, like)
-        self.luma_rows = self.luma.expand(3, 3).contiguous()  # luma_rows @ rgb = gray, 3 times
-        self.hue_offsets = _constant((0.0, 4.0, 2.0), like)  # R, G, B in sixths of a turn
-        steps = torch.arange(6, device=like.device)
-        # The jitter's six linear passes: order positions 0, 1, 2 (before each image's hue)
-        # then 1, 2, 3 (after it).
-        self.pass_position = torch.where(steps < 3, steps, steps - 2)
-        self.pass_before_hue = steps < 3
-
-
-_CONSTANTS: dict[tuple[str, torch.dtype], _Constants] = {}
-
-
-def _constants(like: Tensor) -> _Constants:
-    key = (str(like.device), like.dtype)
-    found = _CONSTANTS.get(key)
-    if found is None:
-        found = _CONSTANTS[key] = _Constants(like)
-    return found
-
-
-def _per_sample(value: Tensor | float, x: Tensor) -> Tensor:
-    """(B,) factors in x's dtype: a Python float is broadcast (device-side fill)."""
-    if isinstance(value, Tensor):
-        if value.dim() == 0:
-            return value.to(x.dtype).expand(x.shape[0])
-        if value.shape != (x.shape[0],):
-            raise ValueError(f"per-sample factors must have shape ({x.shape[0]},), got {tuple(value.shape)}")
-        return value.to(x.dtype)
-    return x.new_full((x.shape[0],), float(value))
-
-
-def _check_images(images: Tensor) -> None:
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-    if not (images.dtype == torch.uint8 or images.is_floating_point()):
-        raise TypeError(f"expected uint8 (or float in [0, 1]) images, got {images.dtype}")
-
-
-def _to_float(images: Tensor) -> Tensor:
-    """uint8 -> float32 in [0, 1]; floating images are taken as already in [0, 1]."""
-    if images.dtype == torch.uint8:
-        return images.to(torch.float32).mul_(1.0 / 255.0)
-    return images
-
-
-def _check_mean_std(mean, std) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    mean = tuple(float(v) for v in mean)
-    std = tuple(float(v) for v in std)
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
-    if min(std) <= 0:
-        raise ValueError(f"std must be > 0 for every channel, got {std}")
-    return mean, std  # type: ignore[return-value]
-
-
-def _normalise(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    m = _constant(mean, x).view(1, 3, 1, 1)
-    s = _constant(std, x).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-def _resize(x: Tensor, size: int) -> Tensor:
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
-
-
-# ------------------------------------------------------------- pure per-sample colour ops
-
-
-def rgb_to_grayscale(x: Tensor) -> Tensor:
-    """(B, 3, H, W) float -> (B, 1, H, W) luma (ITU-R 601-2)."""
-    r, g, b = x.unbind(dim=1)
-    return (r * LUMA[0] + g * LUMA[1] + b * LUMA[2]).unsqueeze(1)
-
-
-def _linear_pass(x: Tensor, matrix: Tensor, mean_mix: Tensor, consts: _Constants) -> Tensor:
-    """clamp(matrix @ rgb + mean_mix * mean(gray(x)), 0, 1) per image: one batched matmul.
-
-    x: (B, 3, H, W) float; matrix: (B, 3, 3); mean_mix: (B,). With I the identity and G the
-    matrix whose rows are the luma weights: brightness f is (f I, 0), contrast f is
-    (f I, 1 - f), saturation f is (f I + (1 - f) G, 0), nothing is (I, 0).
-    """
-    b, c, h, w = x.shape
-    flat = x.reshape(b, c, h * w)
-    mean_gray = flat.mean(dim=2) @ consts.luma  # (B,): the mean of the grayscale image
-    offset = (mean_mix * mean_gray).view(b, 1, 1).expand(b, c, 1)
-    return torch.baddbmm(offset, matrix, flat).clamp_(0.0, 1.0).view(b, c, h, w)
-
-
-def _blend_matrices(scale: Tensor, gray_mix: Tensor, consts: _Constants) -> Tensor:
-    """scale * I + gray_mix * G, batched over the leading dims of scale/gray_mix."""
-    return scale[..., None, None] * consts.eye + gray_mix[..., None, None] * consts.luma_rows
-
-
-def adjust_brightness(x: Tensor, factor: Tensor | float) -> Tensor:
-    """torchvision's adjust_brightness with a factor per image: clamp(f * x, 0, 1)."""
-    f, c = _per_sample(factor, x), _constants(x)
-    zero = torch.zeros_like(f)
-    return _linear_pass(x, _blend_matrices(f, zero, c), zero, c)
-
-
-def adjust_contrast(x: Tensor, factor: Tensor | float) -> Tensor:
-    """torchvision's adjust_contrast per image: blend with the mean of the grayscale image."""
-    f, c = _per_sample(factor, x), _constants(x)
-    return _linear_pass(x, _blend_matrices(f, torch.zeros_like(f), c), 1.0 - f, c)
-
-
-def adjust_saturation(x: Tensor, factor: Tensor | float) -> Tensor:
-    """torchvision's adjust_saturation per image: blend with the grayscale image."""
-    f, c = _per_sample(factor, x), _constants(x)
-    return _linear_pass(x, _blend_matrices(f, 1.0 - f, c), torch.zeros_like(f), c)
-
-
-def adjust_hue(x: Tensor, shift: Tensor | float) -> Tensor:
-    """torchvision's adjust_hue per image: shift the HSV hue by `shift` (a fraction of a turn).
-
-    A closed form of RGB -> HSV -> shift -> RGB with no branches: with max M, min m and
-    chroma C = M - m, the hue in sixths is h6 = 2 * k + (next - prev) / C where k is the max
-    channel (0 R, 1 G, 2 B; ties give the same hue) and next/prev are the channels after and
-    before it. The shifted hue gives each channel m + C * ramp(h6 + o) with o = 0, 4, 2 for
-    R, G, B and ramp(t) = clamp(tri(t) - 1, 0, 1), tri the 6-periodic triangle wave
-    |t mod 6 - 3| (here folded with abs). Value and saturation are kept, as in HSV.
-    """
-    offsets = _constants(x).hue_offsets.view(1, 3) + 6.0 * _per_sample(shift, x).view(-1, 1)
-    return _shift_hue(x, offsets)
-
-
-def _shift_hue(x: Tensor, offsets: Tensor) -> Tensor:
-    """adjust_hue with offsets (B, 3) = (0, 4, 2) + 6 * shift per image."""
-    r, g, b = x.unbind(dim=1)
-    # In-place steps on fresh temporaries: on the CPU, fewer large allocations run faster.
-    maxc = x.amax(dim=1)
-    minc = x.amin(dim=1)
-    chroma = maxc - minc
-    not_r = torch.sub(maxc, r).sign_()  # 0 where R is the max, else 1
-    not_g = torch.sub(maxc, g).sign_()
-    # next - prev of the max channel, g - b (R max), b - r (G max), r - g (B max), as
-    # (g - b) + not_r * ((2b - r - g) + not_g * (2r - g - b)).
-    diff = torch.sub(b, r).sub_(g).add_(b)
-    diff.addcmul_(not_g, torch.sub(r, g).sub_(b).add_(r))
-    diff = torch.sub(g, b).addcmul_(not_r, diff)
-    h6 = diff.div_(chroma.clamp_min(1e-12))  # 0 where the pixel is gray (diff is 0 too)
-    h6.add_(not_g.add_(1.0).mul_(not_r), alpha=2.0)  # + 2 * (index of the max channel): [-1, 5]
-    t = h6.unsqueeze(1) + offsets.view(-1, 3, 1, 1)  # in [-4, 12]
-    # tri(t) = |t mod 6 - 3| = ||(|t| - 6)| - 3| on [-12, 12]; ramp = clamp(tri - 1, 0, 1).
-    ramp = t.abs_().sub_(6.0).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
-    return torch.addcmul(minc.unsqueeze(1), chroma.unsqueeze(1), ramp)
-
-
-def blur_kernel_size(image_size: int) -> int:
-    """SimCLR's blur kernel: about 10% of the image side, odd, at least 3."""
-    k = max(3, int(round(0.1 * image_size)))
-    return k if k % 2 == 1 else k + 1
-
-
-def gaussian_blur(x: Tensor, sigma: Tensor | float, kernel_size: int, apply: Tensor | None = None) -> Tensor:
-    """Per-image Gaussian blur (torchvision's kernel and reflect padding), separable.
-
-    x: (B, C, H, W) float; sigma: (B,) or a float; apply: optional (B,) bool, False leaves
-    that image unchanged (a delta kernel). One depthwise conv per direction for the batch:
-    the batch is folded into the channels, each image gets its own kernel.
-    """
-    return _blur(x, _blur_kernels(_per_sample(sigma, x), kernel_size, apply))
-
-
-def _blur_kernels(sigma: Tensor, kernel_size: int, apply: Tensor | None = None) -> Tensor:
-    """(B, kernel_size) normalised 1-D Gaussians (torchvision's), deltas where not apply."""
-    if kernel_size % 2 != 1 or kernel_size < 1:
-        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-    half = kernel_size // 2
-    t = torch.arange(kernel_size, dtype=sigma.dtype, device=sigma.device) - float(half)
-    kernel = torch.exp(-0.5 * (t.view(1, -1) / sigma.clamp_min(1e-6).view(-1, 1)) ** 2)
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)
-    if apply is not None:
-        delta = (t == 0).to(sigma.dtype).view(1, -1)
-        kernel = torch.where(apply.view(-1, 1), kernel, delta)
-    return kernel
-
-
-def _blur(x: Tensor, kernel: Tensor) -> Tensor:
-    """Separable blur of each image with its own 1-D kernel (B, k), reflect padding."""
-    b, c, h, w = x.shape
-    kernel_size = kernel.shape[1]
-    half = kernel_size // 2
-    if half >= min(h, w):
-        raise ValueError(f"blur kernel {kernel_size} too large for {h}x{w} images")
-    weight = kernel.to(x.dtype).repeat_interleave(c, dim=0)  # (B*C, k): the channels of image i use row i
-    y = F.pad(x.reshape(1, b * c, h, w), (half, half, half, half), mode="reflect")
-    y = F.conv2d(y, weight.view(b * c, 1, 1, kernel_size), groups=b * c)
-    y = F.conv2d(y, weight.view(b * c, 1, kernel_size, 1), groups=b * c)
-    return y.view(b, c, h, w)
 
 
 # ------------------------------------------------------------------------- the views
@@ -342,7 +132,7 @@ class _Plan(NamedTuple):
     kernels: Tensor | None  # (B, k) blur kernels (deltas where not blurred)
     final: Tensor  # (B, 3, 3) grayscale + 1/std
     offset: Tensor  # (B, 3, 1) -mean/std
-    consts: _Constants
+    consts: Constants
 
     def slice(self, start: int, end: int) -> "_Plan":
         return _Plan(*(t[start:end] if isinstance(t, Tensor) else t for t in self))
@@ -377,7 +167,7 @@ class SimCLRAugment(nn.Module):
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         self.config = config
         self.image_size = int(image_size)
-        self.mean, self.std = _check_mean_std(mean, std)
+        self.mean, self.std = check_mean_std(mean, std)
         self.cpu_chunk = None if cpu_chunk is None else int(cpu_chunk)
         self.blur_p = float(config.blur_probability(self.image_size))
         self.kernel_size = blur_kernel_size(self.image_size)
@@ -445,7 +235,7 @@ class SimCLRAugment(nn.Module):
         )
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        _check_images(images)
+        check_images(images)
         b, _, h, w = images.shape
         return self.apply(images, self.sample_params(b, h, w, images.device, generator))
 
@@ -455,7 +245,7 @@ class SimCLRAugment(nn.Module):
         Stages the config turns off (probability or strength 0) are skipped whatever the
         params say.
         """
-        _check_images(images)
+        check_images(images)
         b = images.shape[0]
         if len(params) != b:
             raise ValueError(f"params for {len(params)} images, got {b}")
@@ -479,7 +269,7 @@ class SimCLRAugment(nn.Module):
     def _plan(self, p: AugmentParams, dtype: torch.dtype) -> "_Plan":
         """Per-image coefficients of every stage, for the whole batch (small tensors)."""
         b = p.box.shape[0]
-        consts = _constants(p.box.new_empty((), dtype=dtype))
+        consts = constants(p.box.new_empty((), dtype=dtype))
 
         # Crop + flip: affine_grid maps output coords in [-1, 1] to input coords, the crop's
         # centre and half-extent in normalised coordinates; a negative x scale mirrors it.
@@ -503,13 +293,13 @@ class SimCLRAugment(nn.Module):
             active = in_phase & on & (ops != HUE)
             scale = torch.where(active, f.gather(1, ops), torch.ones_like(f[:, :1]))  # (B, 6)
             mix = 1.0 - scale  # 0 where the pass does nothing
-            matrices = _blend_matrices(scale, mix * (ops == SATURATION), consts)  # (B, 6, 3, 3)
+            matrices = blend_matrices(scale, mix * (ops == SATURATION), consts)  # (B, 6, 3, 3)
             mean_mix = mix * (ops == CONTRAST)
             if self._hue_on:
                 hue_offsets = consts.hue_offsets.view(1, 3) + 6.0 * f[:, HUE : HUE + 1]
                 hue_weight = on.to(dtype).view(-1, 1, 1, 1)
 
-        kernels = _blur_kernels(p.sigma.to(dtype), self.kernel_size, p.blur) if self._blur_on else None
+        kernels = blur_kernels(p.sigma.to(dtype), self.kernel_size, p.blur) if self._blur_on else None
 
         # Grayscale and normalisation, one affine per image: diag(1/std) (G or I) rgb - mean/std.
         inv_std, shift = self._normaliser(consts.eye)
@@ -523,21 +313,21 @@ class SimCLRAugment(nn.Module):
 
     def _render(self, images: Tensor, plan: "_Plan", out: Tensor) -> None:
         """Apply a plan to its images (a chunk of the batch), writing the views into out."""
-        x = _to_float(images)
+        x = to_float(images)
         b = x.shape[0]
         size = [b, 3, self.image_size, self.image_size]
         grid = F.affine_grid(plan.theta, size, align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if plan.matrices is not None:
             for k in range(3):
-                x = _linear_pass(x, plan.matrices[:, k], plan.mean_mix[:, k], plan.consts)
+                x = linear_pass(x, plan.matrices[:, k], plan.mean_mix[:, k], plan.consts)
             if plan.hue_offsets is not None:
                 # lerp with weight 0 or 1 is exact: images without jitter are left untouched.
-                x = x.lerp_(_shift_hue(x, plan.hue_offsets), plan.hue_weight)
+                x = x.lerp_(shift_hue(x, plan.hue_offsets), plan.hue_weight)
             for k in range(3, 6):
-                x = _linear_pass(x, plan.matrices[:, k], plan.mean_mix[:, k], plan.consts)
+                x = linear_pass(x, plan.matrices[:, k], plan.mean_mix[:, k], plan.consts)
         if plan.kernels is not None:
-            x = _blur(x, plan.kernels)
+            x = blur(x, plan.kernels)
         hw = self.image_size * self.image_size
         torch.baddbmm(plan.offset, plan.final, x.reshape(b, 3, hw), out=out.view(b, 3, hw))
 
@@ -546,72 +336,6 @@ class SimCLRAugment(nn.Module):
         key = (str(like.device), like.dtype)
         found = self._normalisers.get(key)
         if found is None:
-            inv_std = 1.0 / _constant(self.std, like)
-            found = self._normalisers[key] = (inv_std, -_constant(self.mean, like) * inv_std)
+            inv_std = 1.0 / constant(self.std, like)
+            found = self._normalisers[key] = (inv_std, -constant(self.mean, like) * inv_std)
         return found
-
-
-class EvalTransform(nn.Module):
-    """Deterministic evaluation transform: uint8 (B, 3, H, W) -> normalised float32
-    (B, 3, image_size, image_size); bilinear antialiased resize when the size differs."""
-
-    def __init__(self, image_size: int, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
-        super().__init__()
-        if int(image_size) < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
-        self.image_size = int(image_size)
-        self.mean, self.std = _check_mean_std(mean, std)
-
-    def extra_repr(self) -> str:
-        return f"image_size={self.image_size}"
-
-    def forward(self, images: Tensor) -> Tensor:
-        _check_images(images)
-        return _normalise(_resize(_to_float(images), self.image_size), self.mean, self.std)
-
-
-# ----------------------------------------------------------------- looking at the views
-
-
-def views_grid(
-    images: Tensor,
-    augment: SimCLRAugment,
-    n_views: int = 2,
-    generator: torch.Generator | None = None,
-    padding: int = 2,
-) -> Tensor:
-    """A picture of the augmentation: uint8 (3, H', W') on the CPU.
-
-    One row per image: the original resized to `augment.image_size`, then `n_views` views
-    (de-normalised), separated and framed by `padding` white pixels. With S = image_size and
-    p = padding: H' = B * (S + p) + p and W' = (n_views + 1) * (S + p) + p.
-    """
-    _check_images(images)
-    if n_views < 0 or padding < 0:
-        raise ValueError("n_views and padding must be >= 0")
-    size = augment.image_size
-    with torch.no_grad():
-        cells = [_resize(_to_float(images), size).to(torch.float32)]
-        mean = _constant(augment.mean, cells[0]).view(1, 3, 1, 1)
-        std = _constant(augment.std, cells[0]).view(1, 3, 1, 1)
-        for _ in range(n_views):
-            cells.append(augment(images, generator).to(torch.float32) * std + mean)
-        grid = torch.stack(cells, dim=1).clamp_(0.0, 1.0)  # (B, V+1, 3, S, S)
-        b, v = grid.shape[:2]
-        grid = F.pad(grid, (padding, 0, padding, 0), value=1.0)  # left/top of every cell
-        side = size + padding
-        grid = grid.permute(2, 0, 3, 1, 4).reshape(3, b * side, v * side)
-        grid = F.pad(grid, (0, padding, 0, padding), value=1.0)  # the right/bottom frame
-        return grid.mul_(255.0).round_().to(torch.uint8).cpu()
-
-
-def save_png(grid: Tensor, path: str | Path) -> Path:
-    """Write a uint8 (3, H, W) image tensor as a PNG (PIL); returns the path."""
-    from PIL import Image
-
-    if grid.dtype != torch.uint8 or grid.dim() != 3 or grid.shape[0] != 3:
-        raise ValueError(f"expected a uint8 (3, H, W) tensor, got {grid.dtype} {tuple(grid.shape)}")
-    path = Path(path)
-    array = grid.detach().cpu().permute(1, 2, 0).contiguous().numpy()
-    Image.fromarray(array).save(path, format="PNG")
-    return path

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from dcl_core.training.augment import EvalTransform
+from dcl_core.training.image_ops import EvalTransform
 from dcl_core.config import ProbeConfig
 from dcl_core.data.sources import DataEnv
 from dcl_core.models.encoders import build_encoder

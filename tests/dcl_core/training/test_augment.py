@@ -1,4 +1,4 @@
-"""dcl_core.training.augment: batched SimCLR views (CPU, tiny images)."""
+"""dcl_core.training.augment, image_ops and views: batched SimCLR views (CPU, tiny images)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from dcl_core.training.augment import (
-    AugmentParams,
+from dcl_core.config import AugmentConfig
+from dcl_core.training.augment import AugmentParams, SimCLRAugment
+from dcl_core.training.image_ops import (
     EvalTransform,
-    SimCLRAugment,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -22,10 +22,8 @@ from dcl_core.training.augment import (
     blur_kernel_size,
     gaussian_blur,
     rgb_to_grayscale,
-    save_png,
-    views_grid,
 )
-from dcl_core.config import AugmentConfig
+from dcl_core.training.views import save_png, views_grid
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dcl_core.training.train import make_train_step
+from dcl_core.training.step import make_train_step
 
 
 def one_step(scaler, loss_scale: float = 1.0):
