@@ -43,7 +43,7 @@ def run_embed(encoder_dir: Path, config: "EmbedConfig", out_path: Path, env: "Da
     `hooks.should_stop()` is polled between batches; True raises StopRequested, nothing written."""
     from dcl_core.data.sources import load_images
     from dcl_core.export.encoder import load_encoder
-    from dcl_core.evaluation.probe import eval_transform, extract_features, prepare_for_inference, spec_at_encoder_size
+    from dcl_core.evaluation.features import eval_transform, extract_features, prepare_for_inference, spec_at_encoder_size
 
     hooks = hooks if hooks is not None else NullHooks()
     out_path = Path(out_path)

@@ -138,7 +138,8 @@ class _MetricsLog:
 
 class _KnnMonitor:
     def __init__(self, config: TrainConfig, env: DataEnv, image_size: int, mean, std, device, dtype):
-        from dcl_core.evaluation.probe import extract_features, knn_accuracy
+        from dcl_core.evaluation.features import extract_features
+        from dcl_core.evaluation.knn import knn_accuracy
 
         self._extract, self._knn = extract_features, knn_accuracy
         mon = config.knn_monitor

@@ -11,7 +11,7 @@ from dcl_core.data.sources import DataEnv
 from dcl_core.models.encoders import build_encoder
 from dcl_core.export.encoder import load_encoder, save_encoder
 from dcl_core.hooks import NullHooks, StopRequested
-from dcl_core.evaluation.probe import extract_features
+from dcl_core.evaluation.features import extract_features
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,11 @@ from dcl_core.models.encoders import build_encoder
 from dcl_core.errors import UserError
 from dcl_core.export.encoder import save_encoder
 from dcl_core.hooks import NullHooks, StopRequested
-from dcl_core.evaluation.probe import (
-    ProbeResult,
-    extract_features,
-    knn_accuracy,
-    knn_predict,
-    linear_probe,
-    run_probe,
-    train_logistic,
-)
+from dcl_core.evaluation.features import extract_features
+from dcl_core.evaluation.knn import knn_accuracy, knn_predict
+from dcl_core.evaluation.linear import linear_probe, train_logistic
+from dcl_core.evaluation.probe import run_probe
+from dcl_core.evaluation.result import ProbeResult
 
 
 def blobs(n_per_class: int, num_classes: int = 4, dim: int = 16, spread: float = 0.3, seed: int = 0):
