@@ -195,7 +195,7 @@ def _given(args, *names: str) -> dict:
 
 
 def cmd_export(args) -> int:
-    from dcl_core.export.encoder import write_hf_folder
+    from dcl_core.export.hf import write_hf_folder
 
     if not (args.onnx or args.hf):
         raise UserError("say what to export: --onnx and/or --hf")

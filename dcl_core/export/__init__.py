@@ -18,8 +18,9 @@ _MODULE_OF = {
     "load_encoder": "encoder",
     "read_meta": "encoder",
     "encoder_state_dict": "encoder",
-    "write_hf_folder": "encoder",
-    "export_formats": "encoder",
+    "write_hf_folder": "hf",
+    "export_onnx": "onnx",
+    "export_formats": "formats",
 }
 """Public name -> the module of this package that defines it."""
 

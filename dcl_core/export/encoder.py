@@ -10,9 +10,9 @@ timm model, version and `encoder_kwargs`), the stem, the feature dimension, the 
 normalisation, the training config, the final metrics and the sha256 of the weights file.
 Nothing here unpickles anything: weights are read with safetensors and metadata with json.
 
-A Hugging Face-style folder (`config.json` + `model.safetensors`, `write_hf_folder`) holds the
-same two things under the names a model hub expects; `load_encoder` reads either layout.
-`encoder.onnx` is written by dcl_core.export.onnx.
+A Hugging Face-style folder (`config.json` + `model.safetensors`, written by
+`dcl_core.export.hf`) holds the same two things under the names a model hub expects;
+`load_encoder` reads either layout. `encoder.onnx` is written by `dcl_core.export.onnx`.
 
 Both files are written atomically (a temp file in the same folder, fsync, `os.replace`), the
 weights first: a reader that finds `encoder.json` finds the weights it describes.
@@ -30,7 +30,7 @@ from torch import nn
 
 import dcl_core
 from dcl_core.errors import UserError
-from dcl_core.files import link_or_copy_atomic, write_bytes_atomic, write_json_atomic
+from dcl_core.files import write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -40,8 +40,6 @@ __all__ = [
     "load_encoder",
     "read_meta",
     "encoder_state_dict",
-    "write_hf_folder",
-    "export_formats",
 ]
 
 FORMAT_VERSION = 1
@@ -49,7 +47,6 @@ WEIGHTS_NAME = "encoder.safetensors"
 META_NAME = "encoder.json"
 HF_WEIGHTS_NAME = "model.safetensors"
 HF_META_NAME = "config.json"
-HF_MODEL_TYPE = "dcl_encoder"
 _REQUIRED_META = ("encoder", "small_stem", "image_size", "mean", "std")
 # Prefixes that wrappers add to parameter names: torch.compile's OptimizedModule and DDP.
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -150,7 +147,7 @@ def save_encoder(encoder: nn.Module, out_dir: str | Path, meta: dict) -> str:
 # --------------------------------------------------------------------------- load
 
 
-def _locate(path: str | Path) -> tuple[Path, Path]:
+def locate(path: str | Path) -> tuple[Path, Path]:
     """(weights file, json file) for a run folder, a .safetensors file or an encoder.json."""
     path = Path(path)
     if not path.exists():
@@ -182,7 +179,7 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
 
 def read_meta(path: str | Path) -> dict:
     """The encoder.json of a run folder (or beside a .safetensors file), checked for the fields a load needs."""
-    _, meta_path = _locate(path)
+    _, meta_path = locate(path)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -206,7 +203,7 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
 
     `path` is a run folder holding encoder.safetensors + encoder.json, or the .safetensors
     file itself (its .json beside it), or a Hugging Face-style folder (config.json +
-    model.safetensors, see `write_hf_folder`). The module has `feature_dim`, `meta` (the json as a
+    model.safetensors, see `dcl_core.export.hf`). The module has `feature_dim`, `meta` (the json as a
     dict) and `transform`, the evaluation preprocessing for uint8 images, so:
 
         enc = load_encoder("run")
@@ -218,7 +215,7 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     from dcl_core.training.image_ops import EvalTransform
     from dcl_core.models.encoders import build_encoder
 
-    weights_path, _ = _locate(path)
+    weights_path, _ = locate(path)
     meta = read_meta(path)
     if not weights_path.is_file():
         raise UserError(f"{weights_path}: weights file not found")
@@ -261,43 +258,3 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     object.__setattr__(encoder, "meta", meta)
     object.__setattr__(encoder, "transform", transform)
     return encoder
-
-
-# --------------------------------------------------------------------------- other formats
-
-
-def write_hf_folder(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write `config.json` + `model.safetensors` (a Hugging Face-style model folder, ready for
-    `huggingface-cli upload`) into `out_dir` (default: the run folder itself) from the run's
-    encoder files. The weights are the same bytes (a hard link where possible); config.json is
-    encoder.json with `model_type` added. `load_encoder(out_dir)` reads it back."""
-    run_dir = Path(run_dir)
-    weights_path, _ = _locate(run_dir)
-    meta = read_meta(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    link_or_copy_atomic(weights_path, out_dir / HF_WEIGHTS_NAME)
-    write_json_atomic(out_dir / HF_META_NAME, {
-        "model_type": HF_MODEL_TYPE, "library_name": "dcl-service", **meta, "weights_file": HF_WEIGHTS_NAME,
-    })
-    return out_dir
-
-
-def export_formats(run_dir: str | Path, formats: list[str]) -> list[str]:
-    """Write the extra formats a config asks for (`onnx`, `hf`) beside the run's encoder files.
-    Returns warnings: a failed extra format never loses the trained encoder (it can be made
-    again with `dcl export`)."""
-    problems = []
-    for fmt in ("onnx", "hf"):  # onnx first: its check result goes into encoder.json, then config.json
-        if fmt not in formats:
-            continue
-        try:
-            if fmt == "onnx":
-                from dcl_core.export.onnx import export_onnx
-
-                problems += export_onnx(run_dir).get("warnings", [])
-            else:
-                write_hf_folder(run_dir)
-        except (UserError, OSError) as exc:
-            problems.append(f"export {fmt} failed: {exc}; the encoder is saved, retry with `dcl export --{fmt} RUN_DIR`")
-    return problems

@@ -26,7 +26,8 @@ from dcl_core.data.imageset import ImageSet, epoch_order
 from dcl_core.data.sources import DataEnv, load_images, open_images
 from dcl_core.data.stream import ImageStream
 from dcl_core.errors import UserError
-from dcl_core.export.encoder import export_formats, save_encoder
+from dcl_core.export.encoder import save_encoder
+from dcl_core.export.formats import export_formats
 from dcl_core.hooks import Hooks, NullHooks
 from dcl_core.tracking import SinkHooks, TensorBoardHooks
 from dcl_core.training.augment import SimCLRAugment

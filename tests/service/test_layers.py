@@ -70,7 +70,7 @@ def test_importing_the_light_dcl_core_modules_does_not_import_torch():
 
 
 TORCH_FREE_DCL_CORE = ALLOWED_DCL_CORE | {"dcl_core.hooks", "dcl_core.tracking", "dcl_core.data.decode_cache",
-                                          "dcl_core.experiments.sweep_plot"}
+                                          "dcl_core.evaluation", "dcl_core.export", "dcl_core.experiments.sweep_plot"}
 """dcl_core modules whose import does not import torch (at any depth)."""
 
 

@@ -211,3 +211,25 @@ def test_write_json_atomic(tmp_path):
             raise RuntimeError("disk full")
     assert json.loads(path.read_text())["accuracy"] == 0.5
     assert [p.name for p in tmp_path.iterdir()] == ["probe.json"]
+
+
+def test_the_package_lends_the_public_names_without_importing_torch_itself():
+    """`from dcl_core.export import load_encoder`, as the README shows, is the defining module's
+    function; importing the package alone imports no torch."""
+    import importlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dcl_core.export import encoder, formats, hf, onnx
+
+    package = importlib.import_module("dcl_core.export")
+
+    assert package.load_encoder is encoder.load_encoder and package.save_encoder is encoder.save_encoder
+    assert package.META_NAME == encoder.META_NAME and package.write_hf_folder is hf.write_hf_folder
+    assert package.export_formats is formats.export_formats and package.export_onnx is onnx.export_onnx
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError):
+        package.no_such_name  # noqa: B018
+    code = "import sys, dcl_core.export; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
