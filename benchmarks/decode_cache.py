@@ -31,9 +31,9 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from dcl_core.config import DatasetSpec, ProbeConfig
 from dcl_core.data.imageset import tree_files
 from dcl_core.data.sources import DataEnv, _file_source, load_images
-from dcl_core.models.encoders import build_encoder
-from dcl_core.export.encoder import save_encoder
 from dcl_core.evaluation.probe import run_probe
+from dcl_core.export.encoder import save_encoder
+from dcl_core.models.encoders import build_encoder
 
 
 def _pillow_only(paths, out, size, fallback, **kwargs):

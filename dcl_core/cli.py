@@ -166,8 +166,8 @@ def cmd_train(args) -> int:
 
 def cmd_probe(args) -> int:
     from dcl_core.config import ProbeConfig
-    from dcl_core.files import write_json_atomic
     from dcl_core.evaluation.probe import run_probe
+    from dcl_core.files import write_json_atomic
 
     config = ProbeConfig(train=args.train, test=args.test, classifier=args.classifier, device=args.device,
                          **_given(args, "k", "epochs", "batch_size"))
@@ -216,10 +216,10 @@ def cmd_export(args) -> int:
 def cmd_show_augment(args) -> int:
     import torch
 
-    from dcl_core.training.augment import SimCLRAugment
-    from dcl_core.training.views import save_png, views_grid
     from dcl_core.config import AugmentConfig, DatasetSpec
     from dcl_core.data.sources import load_images
+    from dcl_core.training.augment import SimCLRAugment
+    from dcl_core.training.views import save_png, views_grid
 
     spec = DatasetSpec(source=args.dataset, image_size=args.image_size, max_images=max(args.n, 2))
     data = load_images(spec, _data_env(args))

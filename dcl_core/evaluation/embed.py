@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dcl_core.training.device import autocast_dtype, resolve_device
 from dcl_core.hooks import NullHooks, stop_check
+from dcl_core.training.device import autocast_dtype, resolve_device
 
 if TYPE_CHECKING:
     from dcl_core.config import EmbedConfig
@@ -42,8 +42,8 @@ def run_embed(encoder_dir: Path, config: "EmbedConfig", out_path: Path, env: "Da
     sets one) as a float32 .npy at `out_path`; labels, if any, beside it. Returns out_path.
     `hooks.should_stop()` is polled between batches; True raises StopRequested, nothing written."""
     from dcl_core.data.sources import load_images
-    from dcl_core.export.encoder import load_encoder
     from dcl_core.evaluation.features import eval_transform, extract_features, prepare_for_inference, spec_at_encoder_size
+    from dcl_core.export.encoder import load_encoder
 
     hooks = hooks if hooks is not None else NullHooks()
     out_path = Path(out_path)

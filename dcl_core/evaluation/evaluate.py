@@ -14,9 +14,9 @@ from typing import Any
 
 from dcl_core.config import ProbeConfig, TrainConfig
 from dcl_core.data.sources import DataEnv
+from dcl_core.evaluation.probe import run_probe
 from dcl_core.export.encoder import META_NAME
 from dcl_core.files import write_json_atomic
-from dcl_core.evaluation.probe import run_probe
 
 SCORE_OF = {"logistic": "linear_top1", "knn": "knn_top1"}
 """The score each classifier gives, by the name the job's result and encoder.json use."""

@@ -48,7 +48,7 @@ def load_labelled(spec: "DatasetSpec", env: "DataEnv") -> "ImageSet":
 def run_probe(encoder_dir: Path, config: "ProbeConfig", env: "DataEnv", hooks=None) -> ProbeResult:
     """Evaluate the exported encoder in `encoder_dir` on config.train / config.test.
 
-    Returns the result; the caller writes it (e.g. with export.write_json_atomic). Hooks get
+    Returns the result; the caller writes it (e.g. with files.write_json_atomic). Hooks get
     on_start(3, ...), then on_step after each stage: train features, test features, classifier.
     `hooks.should_stop()` is polled between stages, batches and classifier iterations; when it
     says True, StopRequested is raised (there is no partial result).

@@ -8,8 +8,8 @@ from numbers import Number
 from pathlib import Path
 from typing import Any
 
-from dcl_core.files import write_bytes_atomic
 from dcl_core.experiments.sweep import SCORES
+from dcl_core.files import write_bytes_atomic
 
 
 def _numeric(values: list[Any]) -> bool:

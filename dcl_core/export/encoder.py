@@ -212,8 +212,8 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
 
-    from dcl_core.training.image_ops import EvalTransform
     from dcl_core.models.encoders import build_encoder
+    from dcl_core.training.image_ops import EvalTransform
 
     weights_path, _ = locate(path)
     meta = read_meta(path)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from dcl_core.data.inspection import inspect_npz
+from dcl_core.data.npz import MAX_CLASSES, check_npz
 from dcl_core.data.stored import dataset_bytes, store_dataset
 from dcl_core.errors import UserError
-from dcl_core.data.npz import MAX_CLASSES, check_npz
 
 
 def npy_header(shape, descr="|u1") -> bytes:

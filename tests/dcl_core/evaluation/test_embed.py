@@ -8,10 +8,10 @@ import torch
 
 from dcl_core.config import EmbedConfig
 from dcl_core.data.sources import DataEnv
-from dcl_core.models.encoders import build_encoder
+from dcl_core.evaluation.features import extract_features
 from dcl_core.export.encoder import load_encoder, save_encoder
 from dcl_core.hooks import NullHooks, StopRequested
-from dcl_core.evaluation.features import extract_features
+from dcl_core.models.encoders import build_encoder
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,18 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from dcl_core.training.image_ops import EvalTransform
 from dcl_core.config import ProbeConfig
 from dcl_core.data.sources import DataEnv
-from dcl_core.models.encoders import build_encoder
 from dcl_core.errors import UserError
-from dcl_core.export.encoder import save_encoder
-from dcl_core.hooks import NullHooks, StopRequested
 from dcl_core.evaluation.features import extract_features
 from dcl_core.evaluation.knn import knn_accuracy, knn_predict
 from dcl_core.evaluation.linear import linear_probe, train_logistic
 from dcl_core.evaluation.probe import run_probe
 from dcl_core.evaluation.result import ProbeResult
+from dcl_core.export.encoder import save_encoder
+from dcl_core.hooks import NullHooks, StopRequested
+from dcl_core.models.encoders import build_encoder
+from dcl_core.training.image_ops import EvalTransform
 
 
 def blobs(n_per_class: int, num_classes: int = 4, dim: int = 16, spread: float = 0.3, seed: int = 0):

@@ -13,10 +13,10 @@ import torchvision
 from torch import nn
 
 import dcl_core
-from dcl_core.models.encoders import build_encoder
 from dcl_core.errors import UserError
 from dcl_core.export.encoder import META_NAME, WEIGHTS_NAME, encoder_state_dict, load_encoder, read_meta, save_encoder
 from dcl_core.files import atomic_open, write_json_atomic
+from dcl_core.models.encoders import build_encoder
 
 
 def make_meta(name: str, small_stem: bool, image_size: int = 16) -> dict:

@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from dcl_core.models.encoders import ENCODERS, build_encoder, check_encoder_name, resolve_small_stem
 from dcl_core.errors import UserError
+from dcl_core.models.encoders import ENCODERS, build_encoder, check_encoder_name, resolve_small_stem
 from dcl_core.models.heads import ProjectionHead
 
 FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "convnet_small": 256}

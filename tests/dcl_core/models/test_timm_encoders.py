@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from dcl_core.config import TrainConfig
-from dcl_core.models.encoders import build_encoder
 from dcl_core.errors import UserError
 from dcl_core.export.encoder import load_encoder
+from dcl_core.models.encoders import build_encoder
 from dcl_core.training.train import fit
 
 pytestmark = pytest.mark.slow

@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 
-from dcl_core.training.checkpoint import load_checkpoint, save_checkpoint
-from dcl_core.files import atomic_open
 from dcl_core import files
 from dcl_core.errors import UserError
+from dcl_core.files import atomic_open
+from dcl_core.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.fixtures.volumes import FailingWrites, tmpfs
 
 
