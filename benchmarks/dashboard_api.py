@@ -77,7 +77,7 @@ def main() -> None:
                 ("metrics, full (reference)", f"/v1/jobs/{job_id}/metrics?limit=10000"),
             ]
             print(f"{args.jobs} jobs, {args.rows} metric rows in one job; median of {args.repeat}")
-            print(f"| request | ms | rows | bytes |\n|---|---:|---:|---:|")
+            print("| request | ms | rows | bytes |\n|---|---:|---:|---:|")
             for name, path in cases:
                 seconds, size, count = timed(client, path, args.repeat)
                 print(f"| {name} | {1000 * seconds:.0f} | {count} | {size} |")

@@ -49,11 +49,11 @@ import torch
 from dcl_core.config import DatasetSpec, ProbeConfig, TrainConfig
 from dcl_core.data.imageset import ImageSet
 from dcl_core.data.sources import DataEnv, load_images
-from dcl_core.models.encoders import build_encoder, resolve_small_stem
 from dcl_core.errors import UserError
+from dcl_core.evaluation.probe import run_probe
 from dcl_core.export.encoder import save_encoder
 from dcl_core.files import write_json_atomic
-from dcl_core.evaluation.probe import run_probe
+from dcl_core.models.encoders import build_encoder, resolve_small_stem
 from dcl_core.training.train import fit
 
 METHODS = ("simclr", "dcl", "dclw")

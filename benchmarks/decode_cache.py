@@ -28,13 +28,12 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from dcl_core.data import decode
-from dcl_core.data import decode
 from dcl_core.config import DatasetSpec, ProbeConfig
-from dcl_core.data.imageset import tree_files as _list_tree
+from dcl_core.data.imageset import tree_files
 from dcl_core.data.sources import DataEnv, _file_source, load_images
-from dcl_core.models.encoders import build_encoder
-from dcl_core.export.encoder import save_encoder
 from dcl_core.evaluation.probe import run_probe
+from dcl_core.export.encoder import save_encoder
+from dcl_core.models.encoders import build_encoder
 
 
 def _pillow_only(paths, out, size, fallback, **kwargs):
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         test = DatasetSpec(source=args.data, image_size=args.image_size, max_images=args.test_images)
         root = _file_source(train, extracted, None)  # extracted once, not timed
         tree = DatasetSpec(source=str(root), image_size=args.image_size)
-        count = len(_list_tree(root, tree)[0])
+        count = len(tree_files(root, tree)[0])
 
         times: dict[str, list[float]] = {"pillow": [], "batched": [], "cached": []}
         for round in range(args.repeats):

@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dcl_core.training.augment import SimCLRAugment
 from dcl_core.config import DatasetSpec, TrainConfig
 from dcl_core.data.sources import DataEnv, load_images
-from dcl_core.training.device import autocast_dtype, resolve_device
 from dcl_core.models.encoders import build_encoder, resolve_small_stem
+from dcl_core.training.augment import SimCLRAugment
+from dcl_core.training.device import autocast_dtype, resolve_device
 from dcl_core.training.losses import build_loss
 from dcl_core.training.optim import build_optimizer, build_scheduler
 from dcl_core.training.step import COMPILE_MODE, build_model, make_train_step, view_maker

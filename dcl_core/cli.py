@@ -73,7 +73,7 @@ def _json_object(text: str, option: str) -> dict:
 
 
 def _data_env(args):
-    from dcl_core.data import DataEnv
+    from dcl_core.data.sources import DataEnv
 
     return DataEnv(
         torchvision_root=Path(args.data_root) if args.data_root else None,
@@ -125,7 +125,7 @@ def _init_distributed():
 
 def cmd_train(args) -> int:
     from dcl_core.config import TrainConfig
-    from dcl_core.train import fit
+    from dcl_core.training.train import fit
 
     raw = read_config_file(args.config)
     device = _init_distributed()
@@ -166,8 +166,8 @@ def cmd_train(args) -> int:
 
 def cmd_probe(args) -> int:
     from dcl_core.config import ProbeConfig
+    from dcl_core.evaluation.probe import run_probe
     from dcl_core.files import write_json_atomic
-    from dcl_core.probe import run_probe
 
     config = ProbeConfig(train=args.train, test=args.test, classifier=args.classifier, device=args.device,
                          **_given(args, "k", "epochs", "batch_size"))
@@ -181,7 +181,7 @@ def cmd_probe(args) -> int:
 
 def cmd_embed(args) -> int:
     from dcl_core.config import EmbedConfig
-    from dcl_core.embed import run_embed
+    from dcl_core.evaluation.embed import run_embed
 
     config = EmbedConfig(data=args.data, device=args.device, **_given(args, "batch_size"))
     path = run_embed(Path(args.encoder), config, Path(args.out), _data_env(args))
@@ -195,13 +195,13 @@ def _given(args, *names: str) -> dict:
 
 
 def cmd_export(args) -> int:
-    from dcl_core.export import write_hf_folder
+    from dcl_core.export.hf import write_hf_folder
 
     if not (args.onnx or args.hf):
         raise UserError("say what to export: --onnx and/or --hf")
     out: dict = {}
     if args.onnx:
-        from dcl_core.onnx_export import export_onnx
+        from dcl_core.export.onnx import export_onnx
 
         record = export_onnx(Path(args.run_dir))
         out["onnx"] = {k: record[k] for k in ("file", "opset", "max_abs_diff")}
@@ -216,9 +216,10 @@ def cmd_export(args) -> int:
 def cmd_show_augment(args) -> int:
     import torch
 
-    from dcl_core.augment import SimCLRAugment, save_png, views_grid
     from dcl_core.config import AugmentConfig, DatasetSpec
-    from dcl_core.data import load_images
+    from dcl_core.data.sources import load_images
+    from dcl_core.training.augment import SimCLRAugment
+    from dcl_core.training.views import save_png, views_grid
 
     spec = DatasetSpec(source=args.dataset, image_size=args.image_size, max_images=max(args.n, 2))
     data = load_images(spec, _data_env(args))

@@ -11,8 +11,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dcl_core.encoders import check_encoder_kwargs, check_encoder_name, encoder_entry
-from dcl_core.methods import MethodName
+from dcl_core.models.encoders import check_encoder_kwargs, check_encoder_name, encoder_entry
+from dcl_core.training.methods import MethodName
 
 TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "STL10", "MNIST", "FashionMNIST", "SVHN")
 BUILTIN_DATASETS = ("digits",)
@@ -149,7 +149,7 @@ class KnnMonitorConfig(Strict):
 
 
 class EvaluateConfig(Strict):
-    """Score the encoder when its training ends, in the same job (`dcl_core.probe`): the test
+    """Score the encoder when its training ends, in the same job (`dcl_core.evaluation.probe`): the test
     split's top-1 accuracy of a linear probe (`logistic`), a weighted kNN (`knn`) or `both`."""
 
     train: DatasetSpec

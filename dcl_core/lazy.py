@@ -1,5 +1,5 @@
-"""Registries name heavy things ("dcl_core.losses:DCLLoss") as strings, imported on first use,
-so that reading a registry (the API does) never imports torch."""
+"""Registries name heavy things ("dcl_core.training.losses:DCLLoss") as strings, imported on first
+use, so that reading a registry (the API does) never imports torch."""
 
 from __future__ import annotations
 

@@ -18,13 +18,26 @@ from tests.service.conftest import image_zip
 
 WEB_QUEUE_DB = {"fastapi", "starlette", "celery", "kombu", "redis", "sqlalchemy", "uvicorn", "alembic"}
 
-ALLOWED_DCL_CORE = {"dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.data.archive", "dcl_core.files", "dcl_core.cli",
-                    "dcl_core.models.encoders", "dcl_core.data.catalog", "dcl_core.training.methods", "dcl_core.experiments.sweep",
-                    "dcl_core.lazy", "dcl_core.tracking", "dcl_core.jobs", "dcl_core.jobs.base", "dcl_core.jobs.pretrain",
-                    "dcl_core.jobs.linear_probe", "dcl_core.jobs.embed", "dcl_core.jobs.sweep"}
+ALLOWED_DCL_CORE = {
+    "dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.files", "dcl_core.cli", "dcl_core.lazy",
+    "dcl_core.tracking",
+    "dcl_core.jobs", "dcl_core.jobs.base", "dcl_core.jobs.pretrain", "dcl_core.jobs.linear_probe",
+    "dcl_core.jobs.embed", "dcl_core.jobs.sweep",
+    "dcl_core.data", "dcl_core.data.archive", "dcl_core.data.catalog", "dcl_core.data.decode",
+    "dcl_core.data.inspection", "dcl_core.data.npz", "dcl_core.data.stored", "dcl_core.data.tree",
+    "dcl_core.models", "dcl_core.models.encoders",
+    "dcl_core.training", "dcl_core.training.methods",
+    "dcl_core.experiments", "dcl_core.experiments.sweep",
+}
 """dcl_core modules that import neither torch nor torchvision (the service may use these)."""
 
 FORBIDDEN_ROOTS = {"torch", "torchvision", "worker"}
+
+
+def module_path(module: str) -> Path:
+    """The file that defines a module of this repository: `a/b.py`, or `a/b/__init__.py` for a package."""
+    path = REPO_ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def imported_modules(path: Path, top_level_only: bool = False) -> list[tuple[int, str]]:
@@ -38,8 +51,9 @@ def imported_modules(path: Path, top_level_only: bool = False) -> list[tuple[int
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module))
-            if node.module == "dcl_core":
-                found += [(node.lineno, f"dcl_core.{alias.name}") for alias in node.names]
+            if node.module.split(".")[0] == "dcl_core":  # `from dcl_core.data import archive`: a module too
+                found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names
+                          if module_path(f"{node.module}.{alias.name}").exists()]
     return found
 
 
@@ -57,9 +71,7 @@ def test_no_service_module_imports_torch_the_worker_or_training_code():
 
 def test_importing_the_light_dcl_core_modules_does_not_import_torch():
     for module in ALLOWED_DCL_CORE:
-        path = REPO_ROOT / (module.replace(".", "/") + ".py")
-        if not path.is_file():
-            path = REPO_ROOT / module.replace(".", "/") / "__init__.py"
+        path = module_path(module)
         roots = {m.split(".")[0] for _, m in imported_modules(path, top_level_only=True)}
         assert not roots & {"torch", "torchvision"}, module
 
@@ -85,6 +97,18 @@ def test_api_starts_and_takes_jobs_with_torch_unimportable(tmp_path):
         assert r.status_code == 201, r.text
         assert c.get("/readyz").status_code == 200
     assert "Traceback" not in server.output()
+
+
+TORCH_FREE_DCL_CORE = ALLOWED_DCL_CORE | {"dcl_core.hooks", "dcl_core.data.decode_cache", "dcl_core.evaluation",
+                                          "dcl_core.export", "dcl_core.experiments.sweep_plot"}
+"""dcl_core modules whose import does not import torch (at any depth)."""
+
+
+def test_importing_the_torch_free_modules_imports_no_torch_at_any_depth():
+    code = (f"import sys, importlib; [importlib.import_module(m) for m in {sorted(TORCH_FREE_DCL_CORE)!r}]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_dcl_core_imports_and_names_nothing_above_it():

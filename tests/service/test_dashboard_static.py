@@ -4,7 +4,6 @@ byte for byte the npm package's (sha256 pinned here)."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from service.api.routes.dashboard import STATIC_DIR
 

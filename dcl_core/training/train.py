@@ -1,0 +1,345 @@
+"""The training loop: `fit(config, run_dir, hooks)` pretrains an encoder and exports it.
+
+Hot path rules (DESIGN.md): the images live as one uint8 tensor on the training device (or,
+for image files too large for memory, stream as uint8 batches from DataLoader workers), views
+are made there in batch, the loss is accumulated on the device and read every
+`log_every_steps` steps; nothing in a step waits for the host.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dcl_core.config import TrainConfig
+from dcl_core.data.imageset import ImageSet, epoch_order
+from dcl_core.data.sources import DataEnv, load_images, open_images
+from dcl_core.data.stream import ImageStream
+from dcl_core.errors import UserError
+from dcl_core.export.encoder import save_encoder
+from dcl_core.export.formats import export_formats
+from dcl_core.hooks import Hooks, NullHooks
+from dcl_core.tracking import SinkHooks, TensorBoardHooks
+from dcl_core.training.augment import SimCLRAugment
+from dcl_core.training.checkpoint import load_checkpoint, save_checkpoint
+from dcl_core.training.device import autocast_dtype, resolve_device
+from dcl_core.training.image_ops import EvalTransform
+from dcl_core.training.losses import build_loss
+from dcl_core.training.optim import build_optimizer, build_scheduler
+from dcl_core.training.step import COMPILE_MODE, build_model, make_train_step, view_maker
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    total_steps: int
+    stopped: bool  # True when hooks.should_stop() ended the run early
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    encoder_sha256: str | None = None
+    seconds: float = 0.0
+    evaluation: dict[str, Any] | None = None  # config.evaluate's {"scores", "evaluation"} (dcl_core.evaluation.evaluate)
+    warnings: list[str] = field(default_factory=list)  # advice a user should read (e.g. ViT with SGD)
+
+
+def training_advice(config: TrainConfig, encoder: nn.Module) -> list[str]:
+    """Warnings for set-ups known to train badly. Vision transformers (a `patch_embed` module,
+    as timm's ViT, DeiT, Swin have) need an adaptive optimiser and a warmup (Dosovitskiy et al.
+    2021; Chen et al. 2021, MoCo v3): plain SGD or no warmup often stalls or diverges."""
+    if not hasattr(encoder, "patch_embed"):
+        return []
+    problems = []
+    if config.optimizer in ("sgd", "adam"):
+        problems.append(f"optimizer {config.optimizer!r} (use adamw or lars)")
+    if config.warmup_epochs == 0:
+        problems.append("no warmup (set warmup_epochs, e.g. 10 for a 100-epoch run)")
+    if not problems:
+        return []
+    return [f"{config.encoder} is a vision transformer trained with {' and '.join(problems)}: ViTs train "
+            "poorly this way; e.g. optimizer adamw, lr 5e-4 * batch_size / 256, weight_decay 0.05, "
+            "warmup_epochs 10 (close to DINO's ViT settings, Caron et al. 2021)"]
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _place_images(data: ImageSet, device: torch.device) -> torch.Tensor:
+    """Images on the device when they fit comfortably, else pinned host memory."""
+    images = data.images
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() < 0.25 * free:
+        return images.to(device)
+    return images.pin_memory()
+
+
+def _loader_workers(device: torch.device) -> int:
+    """DataLoader workers for a stream: up to 8 on CUDA (decoding must keep up with the GPU);
+    on a CPU at most 2, as decoding shares the cores with the training step itself."""
+    cpus = os.cpu_count() or 1
+    return min(8, cpus) if device.type == "cuda" else min(2, cpus // 2)
+
+
+def _epoch_batches(data: ImageSet | ImageStream, images: torch.Tensor | None, config: TrainConfig, epoch: int,
+                   skip: int, rank: int, world: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """This rank's uint8 batches of one epoch in `epoch_order`, from batch `skip` on: indexed from
+    the in-memory tensor, or decoded from the files. Shape: (batch_size // world, 3, S, S)."""
+    if isinstance(data, ImageStream):
+        yield from data.batches(epoch, config.seed, config.batch_size, skip=skip, rank=rank, world=world,
+                                num_workers=_loader_workers(device), pin_memory=device.type == "cuda")
+        return
+    local_batch = config.batch_size // world
+    order = epoch_order(data.num_images, config.seed, epoch).to(images.device)
+    for i in range(skip, data.num_images // config.batch_size):
+        start = i * config.batch_size + rank * local_batch
+        yield images[order[start:start + local_batch]]
+
+
+def _config_fingerprint(config: TrainConfig) -> str:
+    # Fields that do not change the run's math may differ on resume (e.g. logging cadence;
+    # in-memory or streamed data train to the same weights).
+    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile", "export", "evaluate"}
+    exclude = {**dict.fromkeys(skip, True), "dataset": {"in_memory": True}}
+    return json.dumps(config.model_dump(mode="json", exclude=exclude), sort_keys=True)
+
+
+class _MetricsLog:
+    """metrics.jsonl, one JSON object a line; on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep_through_step: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        rows = []
+        if path.exists() and keep_through_step > 0:
+            rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_through_step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+class _KnnMonitor:
+    def __init__(self, config: TrainConfig, env: DataEnv, image_size: int, mean, std, device, dtype):
+        from dcl_core.evaluation.features import extract_features
+        from dcl_core.evaluation.knn import knn_accuracy
+
+        self._extract, self._knn = extract_features, knn_accuracy
+        mon = config.knn_monitor
+        sized = {"image_size": image_size}
+        self.train = load_images(mon.train.model_copy(update=sized) if mon.train.image_size is None else mon.train, env)
+        self.test = load_images(mon.test.model_copy(update=sized) if mon.test.image_size is None else mon.test, env)
+        for name, split in (("train", self.train), ("test", self.test)):
+            if split.labels is None:
+                raise UserError(f"knn_monitor.{name}: dataset {split.source} has no labels; use class sub-folders or y in the npz")
+        self.transform = EvalTransform(image_size, mean, std).to(device)
+        self.device, self.dtype, self.mon = device, dtype, mon
+
+    def __call__(self, encoder: nn.Module) -> float:
+        was_training = encoder.training
+        feats = [self._extract(encoder, s.images, self.transform, device=self.device, dtype=self.dtype) for s in (self.train, self.test)]
+        encoder.train(was_training)
+        result = self._knn(
+            feats[0], self.train.labels.to(self.device), feats[1], self.test.labels.to(self.device),
+            k=self.mon.k, temperature=self.mon.temperature,
+        )
+        return result.accuracy
+
+
+def fit(config: TrainConfig, run_dir: Path, hooks: Hooks | None = None, env: DataEnv | None = None) -> TrainResult:
+    """Pretrain an encoder; resumes from `run_dir/checkpoints/last.pt` when one exists.
+
+    Writes `encoder.safetensors`, `encoder.json`, `metrics.jsonl` and TensorBoard event files
+    (`tensorboard/`) into `run_dir`. Under torchrun (an initialised process group) each rank
+    trains on its shard of every global batch and the loss gathers negatives across ranks;
+    rank 0 writes the files.
+    """
+    tensorboard = [TensorBoardHooks(Path(run_dir))] if _rank_world()[0] == 0 else []
+    try:
+        return _fit(config, Path(run_dir), SinkHooks(hooks or NullHooks(), tensorboard), env)
+    finally:
+        for sink in tensorboard:
+            sink.close()
+
+
+def _fit(config: TrainConfig, run_dir: Path, hooks: Hooks, env: DataEnv | None) -> TrainResult:
+    started = time.monotonic()
+    env = env or DataEnv()
+    rank, world = _rank_world()
+    if config.batch_size % world:
+        raise UserError(f"batch_size {config.batch_size} must be divisible by the number of GPUs ({world})")
+    device = resolve_device(config.device)
+    dtype = autocast_dtype(config.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    data = open_images(config.dataset, env)
+    image_size = data.image_size
+    mean, std = (config.augment.mean, config.augment.std)
+    if mean is None or std is None:
+        measured = data.channel_stats()
+        mean, std = mean or measured[0], std or measured[1]
+
+    torch.manual_seed(config.seed)
+    model, small_stem = build_model(config, image_size)
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    optimizer = build_optimizer(model, config, device)
+    # fp16 needs loss scaling (its small gradients underflow to zero); bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+    loss_fn = build_loss(config)
+    augment = SimCLRAugment(config.augment, image_size, mean, std).to(device)
+
+    steps_per_epoch = data.num_images // config.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"dataset {data.source} has {data.num_images} images, fewer than batch_size {config.batch_size}; lower batch_size"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch, total_steps)
+    aug_gen = torch.Generator(device=device)
+
+    ckpt_path = run_dir / CHECKPOINT
+    step = 0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state.get("config") != _config_fingerprint(config):
+            raise UserError(
+                f"{ckpt_path} belongs to a run with a different config; use another output folder or delete checkpoints/"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_compile = config.compile if config.compile is not None else device.type == "cuda"
+    step_fn = make_train_step(train_model, loss_fn, view_maker(augment, aug_gen), optimizer, scheduler,
+                              dtype=dtype, channels_last=channels_last, compile=use_compile, compile_mode=COMPILE_MODE,
+                              scaler=scaler)
+
+    knn = _KnnMonitor(config, env, image_size, mean, std, device, dtype) if config.knn_monitor else None
+    is_main = rank == 0
+    images = _place_images(data, device) if isinstance(data, ImageSet) else None
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_log = _MetricsLog(run_dir / METRICS, step, enabled=is_main)
+    hooks.on_start(total_steps, {
+        "start_step": step, "steps_per_epoch": steps_per_epoch, "num_images": data.num_images,
+        "image_size": image_size, "device": str(device), "world_size": world,
+        "in_memory": isinstance(data, ImageSet),
+    })
+
+    def checkpoint() -> None:
+        if window_steps:  # never save weights a NaN loss has already spoilt
+            _check_finite(loss_sum.item() / window_steps, step)
+        if is_main:
+            sha = save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": step, "config": _config_fingerprint(config),
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+            })
+            hooks.on_checkpoint(ckpt_path, sha)
+
+    loss_sum = torch.zeros((), device=device)
+    window_steps, window_start = 0, time.monotonic()
+    last: dict[str, float] = {}
+    stopped = False
+    model.train()
+    while step < total_steps and not stopped:
+        epoch = step // steps_per_epoch
+        epoch_start = time.monotonic()
+        for batch in _epoch_batches(data, images, config, epoch, step % steps_per_epoch, rank, world, device):
+            batch = batch.to(device, non_blocking=True)
+            # The views of step s depend on (seed, rank, s) alone: resuming needs no RNG state.
+            aug_gen.manual_seed((config.seed * 1_000_003 + step) * 1024 + rank)
+            loss_sum += step_fn(batch)
+            step += 1
+            window_steps += 1
+            end_of_epoch = step % steps_per_epoch == 0
+            if step % config.log_every_steps == 0 or end_of_epoch or step == total_steps:
+                last = _read_metrics(loss_sum, window_steps, window_start, config.batch_size, optimizer, step, steps_per_epoch)
+                loss_sum.zero_()
+                window_steps, window_start = 0, time.monotonic()
+                if end_of_epoch:
+                    last["epoch_time_s"] = time.monotonic() - epoch_start
+                    if knn is not None and (epoch + 1) % config.knn_monitor.every_epochs == 0:
+                        last["knn_acc"] = knn(model.encoder)
+                metrics_log.append(last)
+                hooks.on_step(step, last)
+            if step % config.checkpoint_every_steps == 0 or end_of_epoch:
+                checkpoint()
+            if config.max_runtime_s is not None and time.monotonic() - started > config.max_runtime_s:
+                checkpoint()
+                raise UserError(
+                    f"run exceeded max_runtime_s={config.max_runtime_s:g} at step {step}/{total_steps}; "
+                    "raise max_runtime_s or lower epochs (the last checkpoint is kept)"
+                )
+            if hooks.should_stop():
+                checkpoint()
+                stopped = True
+                break
+            if step >= total_steps:
+                break
+
+    result = TrainResult(steps=step, total_steps=total_steps, stopped=stopped, final_metrics=last,
+                         warnings=training_advice(config, model.encoder))
+    if not stopped:
+        checkpoint()
+        if is_main:
+            result.encoder_sha256 = save_encoder(model.encoder, run_dir, {
+                "encoder": config.encoder, "encoder_kwargs": dict(config.encoder_kwargs), "small_stem": small_stem,
+                "image_size": image_size, "mean": list(mean), "std": list(std),
+                "config": config.model_dump(mode="json"), "metrics": last, "warnings": result.warnings,
+            })
+            result.warnings += export_formats(run_dir, config.export)
+            if config.evaluate is not None:
+                from dcl_core.evaluation.evaluate import evaluate_run
+
+                result.evaluation = evaluate_run(run_dir, config, env)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise UserError(
+            f"loss became {loss} by step {step}: training diverged. Lower lr or raise temperature "
+            "(a negative DCL/DCLW loss is normal; a NaN/inf is not)"
+        )
+
+
+def _read_metrics(loss_sum, window_steps, window_start, batch_size, optimizer, step, steps_per_epoch) -> dict[str, float]:
+    loss = (loss_sum / window_steps).item()  # the one host sync per logging window
+    _check_finite(loss, step)
+    elapsed = max(time.monotonic() - window_start, 1e-9)
+    return {
+        "step": step, "epoch": step / steps_per_epoch, "loss": loss,
+        "lr": optimizer.param_groups[0]["lr"], "views_per_s": 2 * batch_size * window_steps / elapsed,
+    }
