@@ -13,6 +13,8 @@ from pathlib import Path
 
 from dcl_core.jobs import JOB_TYPES
 
+SORTS = {"newest": "-created", "oldest": "created", "best": "-score", "worst": "score"}
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="run the HTTP API (and, embedded, a worker)")
@@ -70,8 +72,9 @@ def register(subparsers) -> None:
     p.add_argument("--method", default=None, help="only jobs training with this method")
     p.add_argument("--encoder", default=None, help="only jobs with this encoder (resnet18), or probing this job")
     p.add_argument("--dataset", default=None, help="only jobs reading this data (dataset:ID, builtin:digits)")
-    p.add_argument("--sort", default=None, choices=["created", "-created", "score", "-score"],
-                   help="order (default -created: newest first; -score: best first)")
+    p.add_argument("--sort", default=None, choices=[*SORTS, *SORTS.values()],
+                   help="order: newest (the default), oldest, best or worst score (or the API's -created, "
+                        "created, -score, score, written --sort=-score)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
@@ -326,7 +329,7 @@ def cmd_jobs(args) -> int:
     with _client(args) as client:
         page = client.list_jobs(status=args.status, type=args.type, limit=args.limit, parent=args.parent,
                                 tag=args.tag, q=args.search, method=args.method, encoder=args.encoder,
-                                dataset=args.dataset, sort=args.sort)
+                                dataset=args.dataset, sort=SORTS.get(args.sort, args.sort))
     if args.json:
         print(json.dumps(page, indent=2))
         return 0

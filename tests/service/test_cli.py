@@ -197,8 +197,10 @@ def test_names_tags_and_notes_from_the_cli(dcl, tmp_path, monkeypatch):
     code, out, err = dcl("jobs", "--tag", "cli:1", "--tag", "keep")
     assert code == 0 and job_id in out and other not in out and "1 of 1 job(s)" in err
     assert '"cli r18"  [cli:1, keep]' in out
-    code, out, _ = dcl("jobs", "--search", "CLI R1")
+    code, out, _ = dcl("jobs", "--search", "CLI R1", "--sort", "best")
     assert job_id in out and other not in out
+    code, out, _ = dcl("jobs", "--tag", "cli:1", "--sort=created")
+    assert out.index(job_id) < out.index(other)  # oldest first
 
     code, out, _ = dcl("tag", job_id, "best", "--remove", "keep")
     assert (code, out.strip()) == (0, "best cli:1")
