@@ -1,4 +1,4 @@
-"""`dcl serve`, and the client commands `dcl upload/submit/status/wait/download/jobs/cancel/retry`.
+"""`dcl serve`, and the client commands `dcl upload/submit/status/wait/download/jobs/cancel/retry/tag/note`.
 
 Registered through the `dcl.commands` entry-point group; imports nothing heavy until a
 command runs (so `dcl train` does not pay for FastAPI).
@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from dcl_core.jobs import JOB_TYPES
+
+SORTS = {"newest": "-created", "oldest": "created", "best": "-score", "worst": "score"}
 
 
 def register(subparsers) -> None:
@@ -41,6 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("config", help="a job ({\"type\": ..., ...}) or a bare TrainConfig (then --type pretrain)")
     p.add_argument("--type", choices=sorted(JOB_TYPES), default="pretrain", help="job type when the file has none")
     p.add_argument("--wait", action="store_true", help="then follow it like `dcl wait`")
+    p.add_argument("--name", default=None, help="a name for the job (1-100 characters)")
+    p.add_argument("--tag", action="append", default=None, help="a tag (repeatable); find it with `dcl jobs --tag`")
     p.set_defaults(func=cmd_submit)
 
     p = client_parser("status", "show a job")
@@ -63,9 +67,29 @@ def register(subparsers) -> None:
     p.add_argument("--status", default=None)
     p.add_argument("--type", default=None, choices=sorted(JOB_TYPES))
     p.add_argument("--parent", default=None, help="only the children of this job (a sweep's members)")
+    p.add_argument("--tag", action="append", default=None, help="only jobs with this tag (repeatable: all of them)")
+    p.add_argument("--search", default=None, help="only jobs whose name holds this text")
+    p.add_argument("--method", default=None, help="only jobs training with this method")
+    p.add_argument("--encoder", default=None, help="only jobs with this encoder (resnet18), or probing this job")
+    p.add_argument("--dataset", default=None, help="only jobs reading this data (dataset:ID, builtin:digits)")
+    p.add_argument("--sort", default=None, choices=[*SORTS, *SORTS.values()],
+                   help="order: newest (the default), oldest, best or worst score (or the API's -created, "
+                        "created, -score, score, written --sort=-score)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_jobs)
+
+    p = client_parser("tag", "add tags to a job (or remove them with --remove); prints its tags")
+    p.add_argument("job_id")
+    p.add_argument("tags", nargs="*", help="tags to add: 1-64 of A-Z a-z 0-9 _ . : -")
+    p.add_argument("--remove", action="append", default=[], metavar="TAG", help="a tag to remove (repeatable)")
+    p.set_defaults(func=cmd_tag)
+
+    p = client_parser("note", "set a job's notes (free text, up to 10 kB); prints them")
+    p.add_argument("job_id")
+    p.add_argument("text", nargs="?", default=None, help="the notes; - reads them from standard input")
+    p.add_argument("--clear", action="store_true", help="remove the job's notes")
+    p.set_defaults(func=cmd_note)
 
     p = client_parser("cancel", "cancel a job (a sweep: with its members)")
     p.add_argument("job_id")
@@ -143,6 +167,10 @@ def cmd_submit(args) -> int:
     from dcl_core.cli import read_config_file
 
     body = job_body(read_config_file(args.config), args.type)
+    if args.name is not None:
+        body["name"] = args.name
+    if args.tag:
+        body["tags"] = list(body.get("tags") or []) + args.tag
     with _client(args) as client:
         job = client.submit(body)
         print(job["id"], flush=True)
@@ -177,11 +205,20 @@ def describe(job: dict) -> str:
         parts.append(f"attempts {job['attempts']}")
     if job.get("children"):
         parts.append(children_line(job["children"]))
+    if job.get("score") is not None:
+        parts.append(f"score {100 * job['score']:.1f}%")
+    if job.get("name"):
+        parts.append(json.dumps(job["name"], ensure_ascii=False))
+    if job.get("tags"):
+        parts.append(f"[{', '.join(job['tags'])}]")
     line = "  ".join(parts)
+    if job.get("notes"):
+        line += "\nnotes: " + job["notes"].replace("\n", "\n       ")
     if job.get("error"):
         line += f"\nerror: {job['error']}"
     if job.get("result") and "summary" in job["result"]:
         line += "".join(f"\n  {summary_line(s)}" for s in job["result"]["summary"])
+        line += "".join(f"\n  {difference_line(d)}" for d in job["result"].get("differences") or [])
     elif job.get("result"):
         line += "\nresult: " + json.dumps(job["result"])[:2000]
     return line
@@ -193,6 +230,17 @@ def summary_line(summary: dict) -> str:
     scores = "  ".join(f"{name} {100 * mean:.1f} ± {100 * summary['std'][name]:.1f} %"
                        for name, mean in summary["mean"].items())
     return f"{params}  n={summary['n']}  {scores or 'no scores'}"
+
+
+def difference_line(diff: dict) -> str:
+    """A sweep's paired difference: "dcl - simclr  batch_size=32  linear_top1 +1.2 points, 95% CI [-0.3, +2.7] (3 pairs)"."""
+    params = " ".join(f"{k}={json.dumps(v)}" for k, v in diff["params"].items())
+    scores = []
+    for name, mean in diff["mean"].items():
+        n, ci = diff["n"][name], diff["ci95"].get(name)
+        interval = f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "n/a"
+        scores.append(f"{name} {100 * mean:+.1f} points, 95% CI {interval} ({n} pair{'s' if n != 1 else ''})")
+    return "  ".join(filter(None, [f"{diff['a']} - {diff['b']}", params, *scores])) + ("" if scores else "  no pairs")
 
 
 def children_line(children: dict) -> str:
@@ -279,13 +327,38 @@ def cmd_download(args) -> int:
 
 def cmd_jobs(args) -> int:
     with _client(args) as client:
-        page = client.jobs(status=args.status, type=args.type, limit=args.limit, parent=args.parent)
+        page = client.list_jobs(status=args.status, type=args.type, limit=args.limit, parent=args.parent,
+                                tag=args.tag, q=args.search, method=args.method, encoder=args.encoder,
+                                dataset=args.dataset, sort=SORTS.get(args.sort, args.sort))
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
     for job in page["items"]:
         print(describe(job).splitlines()[0] + f"  created {job['created_at']}")
     print(f"{len(page['items'])} of {page['total']} job(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_tag(args) -> int:
+    from dcl_core.errors import UserError
+
+    if not args.tags and not args.remove:
+        raise UserError("name tags to add (dcl tag JOB best cifar) or --remove TAG")
+    with _client(args) as client:
+        job = client.update_job(args.job_id, add_tags=args.tags, remove_tags=args.remove)
+    print(" ".join(job["tags"]) or "(no tags)")
+    return 0
+
+
+def cmd_note(args) -> int:
+    from dcl_core.errors import UserError
+
+    if args.clear == (args.text is not None):
+        raise UserError("give the notes (dcl note JOB 'text', or - to read standard input), or --clear")
+    text = None if args.clear else sys.stdin.read() if args.text == "-" else args.text
+    with _client(args) as client:
+        job = client.update_job(args.job_id, notes=text)
+    print(job["notes"] if job["notes"] is not None else "(no notes)")
     return 0
 
 

@@ -94,6 +94,17 @@ class Client:
                                         parent=parent).items() if v is not None}
         return self.request("GET", "/v1/jobs", params=params).json()
 
+    def list_jobs(self, *, limit: int = 50, offset: int = 0, tag: list[str] | None = None, **filters) -> dict:
+        """A page of jobs: `tag` (all must match), `q`, `status`, `type`, `method`, `encoder`,
+        `dataset`, `parent`, `sort` (created, -created, score, -score); None leaves a filter out."""
+        params = [(k, v) for k, v in dict(limit=limit, offset=offset, **filters).items() if v is not None]
+        params += [("tag", t) for t in tag or []]
+        return self.request("GET", "/v1/jobs", params=params).json()
+
+    def update_job(self, job_id: str, **changes) -> dict:
+        """Change a job's `name`, `notes` (None clears them), `tags` (replaces them), `add_tags`, `remove_tags`."""
+        return self.request("PATCH", f"/v1/jobs/{job_id}", json=changes).json()
+
     def cancel(self, job_id: str) -> dict:
         return self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
 

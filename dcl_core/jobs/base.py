@@ -6,14 +6,15 @@ rule needs to know of the world (datasets, other jobs, the server's files); the 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 from dcl_core.data.catalog import SPLIT_SIZES
-from dcl_core.config import DatasetSpec, TrainConfig
+from dcl_core.config import DatasetSpec, Strict, TrainConfig
 
 
 class Refusal(Exception):
@@ -39,6 +40,56 @@ class AdmissionContext(Protocol):
 
     def job_state(self, job_id: str) -> tuple[str, str] | None:
         """(type, status) of one of the owner's jobs, or None."""
+
+
+MAX_TAGS = 20
+MAX_NOTES_BYTES = 10_000
+
+
+def _printable(text: str) -> str:
+    """No control characters (a name is one line) and nothing UTF-8 cannot hold (a lone surrogate)."""
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        raise ValueError("must be one line of printable text (no control characters)")
+    return text
+
+
+def _notes(text: str) -> str:
+    if "\x00" in text or any(unicodedata.category(ch) == "Cs" for ch in text):
+        raise ValueError("contains a NUL byte or a lone surrogate; send plain UTF-8 text")
+    size = len(text.encode("utf-8"))
+    if size > MAX_NOTES_BYTES:
+        raise ValueError(f"is {size} bytes of UTF-8, more than the {MAX_NOTES_BYTES} allowed; shorten it")
+    return text
+
+
+JobName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+                    AfterValidator(_printable)]
+Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Notes = Annotated[str, AfterValidator(_notes)]
+
+
+def unique_tags(tags: list[str]) -> list[str]:
+    """Tags once each, in the order given."""
+    return list(dict.fromkeys(tags))
+
+
+class Labels(Strict):
+    """What a person calls a job and notes about it: not part of what runs (excluded from the
+    spec's dump, so the stored spec never holds them), and changeable later (PATCH /v1/jobs/ID)."""
+
+    name: JobName | None = Field(default=None, exclude=True, description="A name for the job, 1-100 characters.")
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, exclude=True, description=(
+        f"Up to {MAX_TAGS} tags, each 1-64 of A-Z a-z 0-9 _ . : -; filter with GET /v1/jobs?tag=..."))
+    notes: Notes | None = Field(default=None, exclude=True, description=(
+        f"Free text, up to {MAX_NOTES_BYTES} bytes of UTF-8."))
+
+    @field_validator("tags")
+    @classmethod
+    def _once_each(cls, tags: list[str]) -> list[str]:
+        return unique_tags(tags)
+
+    def labels(self) -> dict[str, Any]:
+        return {"name": self.name, "tags": list(self.tags), "notes": self.notes}
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import Field
 
 from dcl_core.config import JOB_ID, EmbedConfig
-from dcl_core.jobs.base import AdmissionContext, JobKind, OneDevice, check_encoder_job, check_sources
+from dcl_core.jobs.base import AdmissionContext, JobKind, Labels, OneDevice, check_encoder_job, check_sources
 
 
-class EmbedJob(OneDevice, EmbedConfig):
+class EmbedJob(OneDevice, EmbedConfig, Labels):
     type: Literal["embed"] = "embed"
     encoder_job: str = Field(min_length=1, max_length=64, pattern=JOB_ID)
 

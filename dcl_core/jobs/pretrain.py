@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from dcl_core.config import Strict, TrainConfig
-from dcl_core.jobs.base import AdmissionContext, JobKind, check_batch_fits, check_sources
+from dcl_core.jobs.base import AdmissionContext, JobKind, Labels, check_batch_fits, check_sources
 
 
 class Resources(Strict):
@@ -18,7 +18,7 @@ class Resources(Strict):
         "more than 1 needs a worker started with that many (`dcl worker --gpus 0,1`)."))
 
 
-class PretrainJob(Strict):
+class PretrainJob(Labels):
     type: Literal["pretrain"] = "pretrain"
     config: TrainConfig = TrainConfig()
     resources: Resources = Resources()

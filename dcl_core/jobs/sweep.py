@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from dcl_core.config import EvaluateConfig, Strict, TrainConfig
-from dcl_core.jobs.base import AdmissionContext, JobKind, Refusal, check_batch_fits, check_sources
+from dcl_core.config import EvaluateConfig, TrainConfig
+from dcl_core.jobs.base import AdmissionContext, JobKind, Labels, Refusal, check_batch_fits, check_sources
 from dcl_core.jobs.pretrain import PretrainJob
 from dcl_core.experiments.sweep import check_path, grid_points, member_config
 
@@ -18,7 +18,7 @@ MAX_POINTS = 256
 """Most grid points (child jobs) one sweep may make."""
 
 
-class SweepJob(Strict):
+class SweepJob(Labels):
     type: Literal["sweep"] = "sweep"
     config: TrainConfig = TrainConfig()
     grid: dict[str, list[Any]] = Field(

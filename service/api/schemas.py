@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dcl_core.jobs import JobTypeName
+from dcl_core.jobs.base import MAX_TAGS, JobName, Notes, Tag
 from service.control.clock import utcnow
 from service.control.models import ChildSummary, Dataset, Job
 
@@ -39,6 +40,25 @@ class ChildCounts(BaseModel):
     cancelled: int
 
 
+class EvaluationPublic(BaseModel):
+    """A probe or embed job that names this encoder, with its score."""
+
+    id: str
+    type: JobType
+    status: JobStatus
+    name: str | None = None
+    classifier: str | None = Field(default=None, description="A probe's: logistic (linear) or knn.")
+    score: float | None = Field(default=None, description="A probe's accuracy on its test split (0..1).")
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_job(cls, job: Job) -> "EvaluationPublic":
+        return cls(id=job.id, type=job.type, status=job.status, name=job.name, score=job.score,
+                   classifier=job.spec_data.get("classifier") if job.type == "linear_probe" else None,
+                   created_at=job.created_at, finished_at=job.finished_at)
+
+
 class JobPublic(BaseModel):
     id: str
     type: JobType
@@ -58,10 +78,21 @@ class JobPublic(BaseModel):
     children: ChildCounts | None = Field(
         default=None, description="A parent's children by status (list them: GET /v1/jobs?parent=ID); "
         "its progress sums theirs.")
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list, description="Sorted.")
+    notes: str | None = None
+    score: float | None = Field(default=None, description=(
+        "The primary score (0..1): an encoder's linear top-1 from its own `evaluate`, else from its latest "
+        "linear probe; a probe's accuracy. Sort with GET /v1/jobs?sort=-score."))
+    evaluations: list[EvaluationPublic] | None = Field(default=None, description=(
+        "A pretrain job read on its own (GET /v1/jobs/ID): the probe and embed jobs that name it as "
+        "their encoder_job, newest first (at most 100)."))
 
     @classmethod
-    def from_job(cls, job: Job, children: ChildSummary | None = None) -> "JobPublic":
-        """`children`: a parent's summary of its children (its progress is theirs)."""
+    def from_job(cls, job: Job, children: ChildSummary | None = None,
+                 evaluations: list[Job] | None = None) -> "JobPublic":
+        """`children`: a parent's summary of its children (its progress is theirs); `evaluations`: an
+        encoder's probe and embed jobs."""
         now = utcnow()
         step, total = job.step or 0, job.total_steps
         if children is not None:
@@ -81,9 +112,30 @@ class JobPublic(BaseModel):
             latest_metrics=job.latest_metrics, result=job.result, error=job.error, attempts=job.attempts or 0,
             parent=job.parent_id, cancel_requested=bool(job.cancel_requested),
             children=ChildCounts(**children.counts) if children is not None else None,
+            name=job.name, tags=job.tags, notes=job.notes, score=job.score,
+            evaluations=[EvaluationPublic.from_job(e) for e in evaluations] if evaluations is not None else None,
             progress=Progress(step=step, total_steps=total, epoch=job.epoch, fraction=fraction,
                               elapsed_s=elapsed, eta_s=eta),
         )
+
+
+class JobPatch(BaseModel):
+    """What PATCH /v1/jobs/ID changes: only the fields sent (`null` clears a name or notes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: JobName | None = None
+    notes: Notes | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=MAX_TAGS, description="Replaces the job's tags "
+                                   "(`[]` or `null`: none).")
+    add_tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="Added (after `tags`).")
+    remove_tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="Removed (last).")
+
+    def changes(self) -> dict[str, Any]:
+        changes = {k: getattr(self, k) for k in ("name", "notes", "tags") if k in self.model_fields_set}
+        if "tags" in changes and changes["tags"] is None:
+            changes["tags"] = []
+        return changes
 
 
 class JobsPublic(BaseModel):

@@ -13,14 +13,15 @@ compare-and-set statements: one caller wins, the others are refused.
     heartbeat    running (held)                      running      lease extended
     progress     running (held)                      running      step and metric rows recorded
     release      running (held)                      queued       message sent again after a wait
-    succeed      running (held)                      succeeded    files recorded, parent settled
+    succeed      running (held)                      succeeded    files recorded, scores recorded, parent settled
     fail         queued | running                    failed       files recorded, parent settled
     cancel       queued | running                    cancelled | running (cancel requested)
     stopped      running                             cancelled    checkpoint published, parent settled
     requeue      running, lease expired              queued       message sent
     resend       queued                              queued       message sent
     retry        failed | cancelled                  queued       message sent, parent back to running
-    delete       succeeded | failed | cancelled      -            files deleted
+    delete       succeeded | failed | cancelled      -            files deleted, encoder score remade
+    label        any                                 (unchanged)  name, notes, tags set (not a state change)
     expire_lease running (held by a dead process)    running      lease ended now
     settle       a parent, no child active           succeeded | cancelled   table and plot written
 """
@@ -36,8 +37,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from dcl_core.jobs import JOB_TYPES
-from dcl_core.experiments.sweep import results_csv, sweep_result
+from dcl_core.jobs import JOB_TYPES, Refusal
+from dcl_core.jobs.base import MAX_TAGS
+from dcl_core.experiments.sweep import member_name, results_csv, sweep_result
 from service.control import transitions
 from service.control.artifacts import ArtifactRepo
 from service.control.clock import SYSTEM, Clock
@@ -105,14 +107,19 @@ class Lifecycle:
         kind = JOB_TYPES[spec.type]
         first = self._row(owner, spec, now)
         rows = [first]
+        tags = list(getattr(spec, "tags", None) or [])
         if kind.has_children:
+            # Members are named after their grid point ("dcl b32 seed1") and carry the sweep's tags.
             first.update(status="running", started_at=now, queue=None, enqueued_at=None)
             rows += [dict(self._row(owner, child, now + timedelta(microseconds=i + 1)), parent_id=first["id"],
-                          enqueued_at=now) for i, child in enumerate(spec.child_specs())]
+                          enqueued_at=now, name=member_name(point))
+                     for i, (child, point) in enumerate(zip(spec.child_specs(), spec.points()))]
         adds = len(rows) - 1 if kind.has_children else 1
         with self.db.engine.begin() as conn:
             if not transitions.insert_jobs(conn, rows, owner=owner, adds=adds, max_active=max_active):
                 raise CapReached(owner)
+            for row in rows if tags else ():
+                transitions.set_tags(conn, row["id"], tags)
         for row in rows:
             if row["status"] == "queued" and row["queue"]:
                 self.dispatcher.send(row["id"], row["queue"])
@@ -121,7 +128,9 @@ class Lifecycle:
     def _row(self, owner: str, spec: BaseModel, now) -> dict[str, Any]:
         return dict(id=new_id("job"), owner=owner, type=spec.type, status="queued",
                     spec=spec.model_dump(mode="json"), queue=queue_for(spec, self.settings), created_at=now,
-                    enqueued_at=now, attempts=0, cancel_requested=False, step=0)
+                    enqueued_at=now, attempts=0, cancel_requested=False, step=0,
+                    name=getattr(spec, "name", None), notes=getattr(spec, "notes", None),
+                    encoder_job=getattr(spec, "encoder_job", None))
 
     # ---- a worker's events -----------------------------------------------------------------
 
@@ -233,6 +242,23 @@ class Lifecycle:
             transitions.cancel(conn, job_id, self.clock.now())
         if job.is_parent:
             self.settle_if_done(job_id)
+        return self.jobs.get(job_id)  # type: ignore[return-value]
+
+    def label(self, job_id: str, owner: str | None = None, *, add_tags: Iterable[str] = (),
+              remove_tags: Iterable[str] = (), **changes: Any) -> Job:
+        """Set what a person calls a job and notes about it, in any state: `name`, `notes` (None
+        clears them), `tags` (replaces them), then `add_tags` and `remove_tags`. Not a state
+        change; a Refusal naming `add_tags`/`tags` past the tag limit, writing nothing."""
+        unknown = set(changes) - {"name", "notes", "tags"}
+        if unknown:
+            raise TypeError(f"label() got unexpected fields {sorted(unknown)}")
+        with self.db.engine.begin() as conn:
+            try:
+                tags = transitions.label(conn, job_id, owner, changes, list(add_tags), list(remove_tags), MAX_TAGS)
+            except ValueError as exc:
+                raise Refusal("add_tags" if add_tags else "tags", str(exc)) from None
+        if tags is None:
+            raise Refused(job_id, "label", "missing")
         return self.jobs.get(job_id)  # type: ignore[return-value]
 
     def retryable(self, job: Job) -> list[str]:

@@ -58,10 +58,21 @@ class Job:
     result: dict[str, Any] | None = None
     error: str | None = None
     parent_id: str | None = None
+    name: str | None = None
+    notes: str | None = None
+    score: float | None = None
+    """The primary score (`service/control/scores.py`)."""
+    encoder_job: str | None = None
+    tags: list[str] = field(default_factory=list)
+    """Sorted; read with the row when the query asks for them (`JobRepo`'s reads do)."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         values = {f.name: row[f.name] for f in _JOB_FIELDS if f.name in row}
+        if isinstance(values.get("tags"), str):  # aggregated in SQL: "a,b" (a tag never holds a comma)
+            values["tags"] = sorted(values["tags"].split(","))
+        elif values.get("tags") is None:
+            values.pop("tags", None)
         return cls(spec_data=row["spec"] or {}, **values)
 
     @property

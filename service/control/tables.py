@@ -57,6 +57,19 @@ jobs = Table(
     Column("error", Text, nullable=True),
     # A child's parent (a sweep's members); added by migration 0002.
     Column("parent_id", String(64), nullable=True, index=True),
+    # Added by migration 0003: what a person calls it, its notes, its primary score (an encoder's
+    # linear top-1, a probe's accuracy; set by `lifecycle`), the encoder job a probe or embed names.
+    Column("name", String(100), nullable=True, index=True),
+    Column("notes", Text, nullable=True),
+    Column("score", Float, nullable=True, index=True),
+    Column("encoder_job", String(64), nullable=True, index=True),
+)
+
+job_tags = Table(
+    "job_tags",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("tag", String(64), primary_key=True, index=True),
 )
 
 metrics = Table(

@@ -18,7 +18,8 @@ from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
 from service.control.db import json_safe
 from service.control.jobs import active_child, active_count
 from service.control.models import ACTIVE
-from service.control.tables import artifacts, jobs, metrics
+from service.control.scores import is_linear_probe, own_score
+from service.control.tables import artifacts, job_tags, jobs, metrics
 
 c = jobs.c
 
@@ -88,8 +89,59 @@ def record_progress(conn, upsert, job_id: str, worker: str, step: int, total_ste
 
 
 def succeed(conn, job_id: str, worker: str, result: dict, now: datetime) -> bool:
-    return bool(conn.execute(update(jobs).where(*_held(job_id, worker)).values(
-        status="succeeded", result=json_safe(result), finished_at=now, lease_expires_at=None)).rowcount)
+    """-> succeeded with `result`; its primary score recorded, and its encoder's when it is a linear probe."""
+    row = conn.execute(update(jobs).where(*_held(job_id, worker)).values(
+        status="succeeded", result=json_safe(result), finished_at=now, lease_expires_at=None)
+        .returning(c.type, c.spec, c.encoder_job)).first()
+    if row is None:
+        return False
+    score = own_score(row.type, result)
+    if score is not None:
+        conn.execute(update(jobs).where(c.id == job_id).values(score=json_safe(score)))
+    if row.encoder_job and is_linear_probe(row.type, row.spec or {}):
+        refresh_encoder_score(conn, row.encoder_job)
+    return True
+
+
+def refresh_encoder_score(conn, encoder_id: str) -> None:
+    """An encoder's primary score: its own evaluate's linear top-1, else its latest linear probe's."""
+    row = conn.execute(select(c.type, c.result).where(c.id == encoder_id)).first()
+    if row is None or row.type != "pretrain":
+        return
+    score = own_score(row.type, row.result)
+    if score is None:
+        probes = conn.execute(select(c.type, c.spec, c.score).where(
+            c.encoder_job == encoder_id, c.type == "linear_probe", c.status == "succeeded", c.score.is_not(None))
+            .order_by(c.finished_at.desc(), c.id.desc()))
+        score = next((p.score for p in probes if is_linear_probe(p.type, p.spec or {})), None)
+    conn.execute(update(jobs).where(c.id == encoder_id).values(score=score))
+
+
+def label(conn, job_id: str, owner: str | None, changes: dict, add: list[str], remove: list[str],
+          max_tags: int) -> list[str] | None:
+    """Set a job's name/notes (`changes`) and tags (`changes["tags"]` replaces them; then `add`,
+    `remove`); the tags it ends with, None when the job is not there (or not `owner`'s). Raises
+    ValueError, writing nothing, when it would end with more than `max_tags`."""
+    where = [c.id == job_id] + ([c.owner == owner] if owner is not None else [])
+    fields = {k: v for k, v in changes.items() if k in ("name", "notes")}
+    # The row is written first, even when only tags change: that takes its lock (PostgreSQL) or
+    # the database's write lock (SQLite) before the tags are read, so two edits cannot interleave.
+    if not conn.execute(update(jobs).where(*where).values(**(fields or {"id": c.id}))).rowcount:
+        return None
+    current = [r.tag for r in conn.execute(select(job_tags.c.tag).where(job_tags.c.job_id == job_id))]
+    tags = list(changes["tags"]) if "tags" in changes else current
+    tags = [t for t in dict.fromkeys(tags + list(add)) if t not in set(remove)]
+    if len(tags) > max_tags:
+        raise ValueError(f"the job would have {len(tags)} tags, more than the {max_tags} allowed; remove some")
+    if set(tags) != set(current):
+        set_tags(conn, job_id, tags)
+    return sorted(tags)
+
+
+def set_tags(conn, job_id: str, tags: list[str]) -> None:
+    conn.execute(delete(job_tags).where(job_tags.c.job_id == job_id))
+    if tags:
+        conn.execute(insert(job_tags), [{"job_id": job_id, "tag": t} for t in dict.fromkeys(tags)])
 
 
 def _active_or_held(job_id: str, worker: str | None) -> list:
@@ -172,7 +224,12 @@ def delete_finished(conn, job_id: str, owner: str | None) -> list[str] | None:
         return None
     if conn.execute(select(func.count()).select_from(jobs).where(c.id.in_(ids), c.status.in_(ACTIVE))).scalar_one():
         return None
+    encoders = {r.encoder_job for r in conn.execute(select(c.type, c.spec, c.encoder_job).where(
+        c.id.in_(ids), c.type == "linear_probe", c.encoder_job.is_not(None))) if is_linear_probe(r.type, r.spec or {})}
     conn.execute(delete(metrics).where(metrics.c.job_id.in_(ids)))
     conn.execute(delete(artifacts).where(artifacts.c.job_id.in_(ids)))
+    conn.execute(delete(job_tags).where(job_tags.c.job_id.in_(ids)))
     conn.execute(delete(jobs).where(c.id.in_(ids)))
+    for encoder in encoders - set(ids):  # the score a deleted probe gave its encoder goes with it
+        refresh_encoder_score(conn, encoder)
     return ids

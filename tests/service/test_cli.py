@@ -185,3 +185,48 @@ def test_wait_attached_mid_run_rates_only_the_steps_it_saw():
     meter = bar.format_meter(**{**bar.format_dict, "elapsed": 5.0})
     bar.close()
     assert "910/1000" in meter and "2.00step/s" in meter and "00:45" in meter, meter
+
+
+def test_names_tags_and_notes_from_the_cli(dcl, tmp_path, monkeypatch):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"encoder": "convnet_small", "epochs": 1, "batch_size": 8}))
+    code, out, _ = dcl("submit", str(config), "--name", "cli r18", "--tag", "cli:1", "--tag", "keep")
+    job_id = out.strip()
+    code, out, _ = dcl("submit", str(config), "--tag", "cli:1")
+    other = out.strip()
+    code, out, err = dcl("jobs", "--tag", "cli:1", "--tag", "keep")
+    assert code == 0 and job_id in out and other not in out and "1 of 1 job(s)" in err
+    assert '"cli r18"  [cli:1, keep]' in out
+    code, out, _ = dcl("jobs", "--search", "CLI R1", "--sort", "best")
+    assert job_id in out and other not in out
+    code, out, _ = dcl("jobs", "--tag", "cli:1", "--sort=created")
+    assert out.index(job_id) < out.index(other)  # oldest first
+
+    code, out, _ = dcl("tag", job_id, "best", "--remove", "keep")
+    assert (code, out.strip()) == (0, "best cli:1")
+    monkeypatch.setattr("sys.stdin", io.StringIO("lr 0.3 was too high\nnext: 0.1\n"))
+    code, out, _ = dcl("note", job_id, "-")
+    assert code == 0 and out.startswith("lr 0.3 was too high")
+    code, out, _ = dcl("status", job_id)
+    assert "notes: lr 0.3 was too high\n       next: 0.1" in out
+    code, out, _ = dcl("note", job_id, "--clear")
+    assert (code, out.strip()) == (0, "(no notes)")
+    code, _, err = dcl("tag", job_id, "not a tag")
+    assert code == 2 and "422" in err and "add_tags.0" in err
+    code, _, err = dcl("tag", job_id, "x", key=BOB)
+    assert code == 2 and "404" in err
+
+
+def test_a_sweeps_paired_differences_in_its_status():
+    from service.cli import describe
+
+    job = {"id": "job_s", "type": "sweep", "status": "succeeded", "progress": {"step": 0}, "result": {
+        "summary": [],
+        "differences": [
+            {"params": {"batch_size": 32}, "a": "dcl", "b": "simclr", "n": {"linear_top1": 3},
+             "mean": {"linear_top1": 0.012}, "ci95": {"linear_top1": [-0.003, 0.027]}},
+            {"params": {"batch_size": 64}, "a": "dcl", "b": "simclr", "n": {"linear_top1": 1},
+             "mean": {"linear_top1": -0.01}, "ci95": {"linear_top1": None}}]}}
+    lines = describe(job).splitlines()
+    assert lines[1:] == ["  dcl - simclr  batch_size=32  linear_top1 +1.2 points, 95% CI [-0.3, +2.7] (3 pairs)",
+                         "  dcl - simclr  batch_size=64  linear_top1 -1.0 points, 95% CI n/a (1 pair)"]

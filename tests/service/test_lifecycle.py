@@ -95,7 +95,8 @@ EVENTS = {
     "heartbeat": lambda lc, j: lc.heartbeat(j, "w1"),
     "progress": lambda lc, j: lc.progress(j, "w1", 3, total_steps=10, rows=[{"step": 3, "loss": 1.5}]),
     "release": lambda lc, j: lc.release(j, "w1"),
-    "succeed": lambda lc, j: lc.succeed(j, "w1", {"steps": 3}, [ArtifactFile("encoder.json", 2, "ab" * 32)]),
+    "succeed": lambda lc, j: lc.succeed(j, "w1", {"steps": 3, "scores": {"linear_top1": 0.75}},
+                                        [ArtifactFile("encoder.json", 2, "ab" * 32)]),
     "fail": lambda lc, j: lc.fail(j, "out of memory", worker="w1"),
     "fail_any_holder": lambda lc, j: lc.fail(j, "its worker keeps dying"),
     "stopped": lambda lc, j: lc.stopped(j, worker="w1"),
@@ -105,6 +106,7 @@ EVENTS = {
     "retry": lambda lc, j: lc.retry(j),
     "delete": lambda lc, j: lc.delete(j),
     "expire_lease": lambda lc, j: lc.expire_lease(j, "w1"),
+    "label": lambda lc, j: lc.label(j, "alice", name="renamed", add_tags=["t"]),
 }
 
 RUNNING = ("running", "lease_expired", "cancel_requested")
@@ -127,6 +129,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "delete": {"succeeded": "deleted", "failed": "deleted", "cancelled": "deleted"},
     "expire_lease": {"running": "lease_expired", "lease_expired": "lease_expired",
                      "cancel_requested": "cancel_requested"},
+    "label": {state: state for state in STATES},  # not a state change: allowed in every state
 }
 SENDS = {"release", "requeue", "resend", "retry"}
 """Events whose side effect is one more message for the job on the broker."""
@@ -152,8 +155,13 @@ def test_event_in_state(plane, event, state):
         assert status(plane, job_id) == state  # nothing moved
         assert messages(plane).count(job_id) == sent_before  # nothing sent
         return
+    scored_before = plane.jobs.get(job_id).score
     EVENTS[event](plane.lifecycle, job_id)
     assert status(plane, job_id) == target
+    if event != "delete":
+        assert plane.jobs.get(job_id).score == (0.75 if event == "succeed" else scored_before)
+        labelled = plane.jobs.get(job_id)
+        assert (labelled.name, labelled.tags) == (("renamed", ["t"]) if event == "label" else (None, []))
     assert messages(plane).count(job_id) == sent_before + (event in SENDS)
     files = {a.name for a in plane.artifacts.list(job_id)}
     if event == "succeed":
@@ -180,6 +188,52 @@ def test_submit_sends_one_message_and_a_sweep_sends_one_a_member(plane):
     assert sweep.status == "running" and sweep.queue is None and len(members) == 2
     sent = messages(plane)
     assert sweep.id not in sent and [sent.count(m.id) for m in members] == [1, 1]
+
+
+def test_a_linear_probe_that_succeeds_scores_its_encoder_unless_the_encoder_scored_itself(plane):
+    from dcl_core.jobs.linear_probe import ProbeJob
+
+    lc = plane.lifecycle
+    encoder, evaluated = make(plane, "succeeded"), make(plane, "running")
+    lc.succeed(evaluated, "w1", {"scores": {"linear_top1": 0.6}})
+
+    def probe(of: str, accuracy: float, classifier: str = "logistic") -> str:
+        job = lc.submit("alice", ProbeJob.model_validate({"encoder_job": of, "train": "builtin:digits",
+                                                          "test": "builtin:digits", "classifier": classifier}))
+        lc.claim(job.id, "w1")
+        lc.succeed(job.id, "w1", {"accuracy": accuracy, "classifier": classifier})
+        assert plane.jobs.get(job.id).score == accuracy  # a probe's own score: its accuracy
+        return job.id
+
+    assert plane.jobs.get(encoder).score is None
+    probe(encoder, 0.9, "knn")
+    assert plane.jobs.get(encoder).score is None  # kNN is not a linear probe
+    first = probe(encoder, 0.4)
+    plane.clock.advance(1)
+    second = probe(encoder, 0.55)
+    probe(evaluated, 0.99)
+    assert (plane.jobs.get(encoder).score, plane.jobs.get(evaluated).score) == (0.55, 0.6)
+    lc.delete(second)
+    assert plane.jobs.get(encoder).score == 0.4
+    lc.delete(first)
+    assert plane.jobs.get(encoder).score is None
+
+
+def test_label_changes_only_the_fields_given_and_refuses_past_twenty_tags(plane):
+    from dcl_core.jobs import Refusal
+
+    lc = plane.lifecycle
+    job_id = make(plane, "running")
+    lc.label(job_id, name="a run", notes="why", tags=["x", "y"])
+    lc.label(job_id, remove_tags=["x"], add_tags=["z"])
+    job = plane.jobs.get(job_id)
+    assert (job.name, job.notes, job.tags, job.status) == ("a run", "why", ["y", "z"], "running")
+    with pytest.raises(Refusal, match="21 tags"):
+        lc.label(job_id, add_tags=[f"t{i}" for i in range(19)])
+    assert plane.jobs.get(job_id).tags == ["y", "z"]
+    with pytest.raises(Refused) as refused:
+        lc.label(job_id, "bob", name="mine")
+    assert refused.value.missing and plane.jobs.get(job_id).name == "a run"
 
 
 def test_a_second_claim_loses_and_a_second_end_is_refused(plane):

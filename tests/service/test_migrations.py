@@ -117,6 +117,87 @@ def test_a_release_0_1_store_is_upgraded_with_its_rows_intact(old_database, tmp_
         plane.close()
 
 
+def at_revision(url: str, schema: str | None, revision: str) -> None:
+    """Bring a fresh store to `revision` (not the head), as the release that shipped it would have."""
+    from alembic import command
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            if schema is not None:
+                conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            migrations._use_schema(conn, schema)
+            command.upgrade(migrations.alembic_config(conn), revision)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_at_0002(request, tmp_path):
+    """(url, schema) of a job store at revision 0002 (before names, tags and scores), empty."""
+    if request.param == "sqlite":
+        url, schema = f"sqlite:///{tmp_path}/at0002.db", None
+    else:
+        url, schema = request.getfixturevalue("postgres_url"), f"labels_migration_{secrets.token_hex(4)}"
+    at_revision(url, schema, "0002")
+    yield url, schema
+    if schema is not None:
+        db = Database(url, schema=schema, create=False)
+        db.drop()
+        db.dispose()
+
+
+def test_a_0002_store_with_jobs_gets_encoder_links_and_scores(store_at_0002, tmp_path):
+    url, schema = store_at_0002
+    engine = create_engine(url)
+    if schema is not None:
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    old = MetaData()
+    jobs = Table("jobs", old, autoload_with=engine)
+    assert "score" not in jobs.c
+
+    def job(job_id, type_, spec, result=None, status="succeeded", minute=0):
+        at = NOW.replace(minute=minute)
+        return dict(JOB, id=job_id, type=type_, spec={"type": type_, **spec}, result=result, status=status,
+                    created_at=at, finished_at=at)
+
+    probe = {"train": {"source": "builtin:digits"}, "test": {"source": "builtin:digits"}}
+    rows = [
+        job("job_evaluated", "pretrain", {"config": {}}, {"scores": {"linear_top1": 0.6}}),
+        job("job_probed", "pretrain", {"config": {}}, {"steps": 3}),
+        job("job_probe_old", "linear_probe", {**probe, "encoder_job": "job_probed", "classifier": "logistic"},
+            {"accuracy": 0.4}, minute=1),
+        job("job_probe_new", "linear_probe", {**probe, "encoder_job": "job_probed", "classifier": "logistic"},
+            {"accuracy": 0.5}, minute=2),
+        job("job_probe_knn", "linear_probe", {**probe, "encoder_job": "job_probed", "classifier": "knn"},
+            {"accuracy": 0.9}, minute=3),
+        job("job_probe_evaluated", "linear_probe", {**probe, "encoder_job": "job_evaluated"}, {"accuracy": 0.99}),
+        job("job_embed", "embed", {"data": {"source": "builtin:digits"}, "encoder_job": "job_probed"}),
+        job("job_failed", "pretrain", {"config": {}}, None, status="failed"),
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(jobs), rows)
+    engine.dispose()
+
+    plane = ControlPlane(Settings(data_dir=tmp_path / "data"), db=Database(url, schema=schema))
+    try:
+        got = {j.id: j for j in plane.jobs.list("alice", limit=50)[0]}
+        assert {k: (v.score, v.encoder_job) for k, v in got.items()} == {
+            "job_evaluated": (0.6, None), "job_probed": (0.5, None), "job_failed": (None, None),
+            "job_probe_old": (0.4, "job_probed"), "job_probe_new": (0.5, "job_probed"),
+            "job_probe_knn": (0.9, "job_probed"), "job_probe_evaluated": (0.99, "job_evaluated"),
+            "job_embed": (None, "job_probed")}
+        assert all((j.name, j.tags, j.notes) == (None, [], None) for j in got.values())
+        assert got["job_probed"].spec_data == rows[1]["spec"] and got["job_probed"].result == {"steps": 3}
+        assert [j.id for j in plane.jobs.evaluations("job_probed")] == [
+            "job_probe_knn", "job_probe_new", "job_probe_old", "job_embed"]
+        # The new columns and table work on the upgraded store.
+        plane.lifecycle.label("job_probed", "alice", name="r18", tags=["prod"])
+        assert [j.id for j in plane.jobs.list("alice", tags=["prod"])[0]] == ["job_probed"]
+    finally:
+        plane.close()
+
+
 def test_the_migrated_schema_is_the_one_tables_py_declares(plane):
     with plane.db.engine.connect() as conn:
         migrations._use_schema(conn, plane.db.schema)

@@ -1,17 +1,19 @@
-"""/v1/jobs: submit, list, read, metrics, cancel, retry, delete. State changes are the control
-plane's lifecycle; admission (service/api/admission.py) decides what is taken."""
+"""/v1/jobs: submit, list (filtered, sorted), read, label (PATCH), metrics, cancel, retry, delete.
+State changes are the control plane's lifecycle; admission (service/api/admission.py) decides
+what is taken."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from dcl_core.jobs import JobSpec
+from dcl_core.jobs.base import MAX_TAGS, Tag
 from service.api.admission import admit, check_room
 from service.api.deps import INT32_MAX, CurrentKey, JobId, OwnedJob, PlaneDep, SettingsDep, too_many
-from service.api.schemas import JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
+from service.api.schemas import JobPatch, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.control.lifecycle import CapReached
 from service.control.models import Job
 from service.control.plane import ControlPlane
@@ -60,8 +62,22 @@ def list_jobs(owner: CurrentKey, plane: PlaneDep,
               type: Annotated[JobType | None, Query()] = None,
               parent: Annotated[str | None, Query(max_length=64, description="Only this job's children.")] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0) -> JobsPublic:
-    items, total = plane.jobs.list(owner, status=status, type=type, limit=limit, offset=offset, parent=parent)
+              offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
+              tag: Annotated[list[Tag], Query(max_length=MAX_TAGS, description=(
+                  "Only jobs with this tag; repeat it for jobs with all of them."))] = [],  # noqa: B006 (FastAPI copies it)
+              q: Annotated[str | None, Query(max_length=100, description="Only jobs whose name holds this text (any case).")] = None,
+              method: Annotated[str | None, Query(max_length=64, description=(
+                  "Only jobs training with this method (config.method)."))] = None,
+              encoder: Annotated[str | None, Query(max_length=255, description=(
+                  "Only jobs with this encoder: an architecture (config.encoder: resnet18), or a pretrain job's id "
+                  "(the probe and embed jobs of that encoder)."))] = None,
+              dataset: Annotated[str | None, Query(max_length=255, description=(
+                  "Only jobs reading this data: a source (dataset:ID, builtin:digits, torchvision:cifar10) or a dataset id."))] = None,
+              sort: Annotated[Literal["created", "-created", "score", "-score"], Query(description=(
+                  "created: oldest first; -created: newest first; score / -score: by the primary score, "
+                  "jobs without one last."))] = "-created") -> JobsPublic:
+    items, total = plane.jobs.list(owner, status=status, type=type, limit=limit, offset=offset, parent=parent,
+                                   tags=tag, q=q, method=method, encoder=encoder, dataset=dataset, sort=sort)
     summaries = plane.jobs.children_summary([j.id for j in items if j.is_parent])
     return JobsPublic(items=[JobPublic.from_job(j, summaries.get(j.id)) for j in items],
                       total=total, limit=limit, offset=offset)
@@ -69,9 +85,22 @@ def list_jobs(owner: CurrentKey, plane: PlaneDep,
 
 @router.get("/{job_id}", response_model=JobPublic)
 async def get_job(job: OwnedJob, plane: PlaneDep) -> JobPublic:
+    """A job; a pretrain job with its `evaluations` (the probe and embed jobs of its encoder)."""
     if job.is_parent:
         return await run_in_threadpool(public, plane, job)
+    if job.type == "pretrain":
+        return JobPublic.from_job(job, evaluations=await run_in_threadpool(plane.jobs.evaluations, job.id, job.owner))
     return JobPublic.from_job(job)
+
+
+@router.patch("/{job_id}", response_model=JobPublic, responses={415: {"description": "Not sent as JSON"}},
+              dependencies=[Depends(json_body)])
+def label_job(job: OwnedJob, patch: JobPatch, plane: PlaneDep) -> JobPublic:
+    """Change a job's `name`, `notes` and `tags` (in any state; only the fields sent). `tags` replaces
+    them; `add_tags` and `remove_tags` change some without reading them first."""
+    labelled = plane.lifecycle.label(job.id, job.owner, add_tags=patch.add_tags, remove_tags=patch.remove_tags,
+                                     **patch.changes())
+    return public(plane, labelled)
 
 
 def owned_metrics(plane: ControlPlane, job_id: str, owner: str, since: int, limit: int,

@@ -101,6 +101,8 @@ export function jobFacts(job) {
   if (typeof r.accuracy === "number") scores[r.classifier === "knn" ? "knn_top1" : "linear_top1"] = r.accuracy;
   const m = job.latest_metrics || {};
   if (typeof m.knn_acc === "number" && scores.knn_top1 === undefined) scores.knn_monitor = m.knn_acc;
+  // An encoder scored by a linear probe job (its primary score), not by its own evaluate.
+  if (typeof job.score === "number" && job.type === "pretrain" && scores.linear_top1 === undefined) scores.linear_top1 = job.score;
   return {
     method: c.method, batch: c.batch_size, encoder: c.encoder,
     loss: (r.final_metrics && r.final_metrics.loss) ?? m.loss, scores,

@@ -1,9 +1,11 @@
 // One job: status, live curves (thinned history, then the event stream), config, error,
-// artifacts, scores; a sweep's table. Cancel and retry call the API and show what it says.
+// artifacts, scores, its name, tags and notes; an encoder's evaluations; a sweep's table.
+// Cancel and retry call the API and show what it says.
 import { download, followEvents, get, post, request } from "../api.js";
 import { barChart, lineChart } from "../charts.js";
 import { badge, card, clear, errorBox, fmtAgo, fmtBytes, fmtDuration, fmtNumber, fmtPct, fmtTime, h, jobFacts,
-  kv, progressBar, scoreText } from "../ui.js";
+  kv, progressBar, scoreText, shortId } from "../ui.js";
+import { labelsCard } from "../labels.js";
 import { sweepSection } from "./sweep.js";
 
 const MAX_POINTS = 2000;
@@ -43,13 +45,16 @@ export async function loadSeries(jobId) {
 
 export async function jobPage(main, jobId) {
   let job = await get(`/v1/jobs/${jobId}`);
+  const evaluations = job.evaluations;  // status events carry none: kept from the first read
   const { series, nextSince } = await loadSeries(jobId);
 
   const head = h("div.page-head");
   const facts = h("div");
   const alerts = h("div");
   const chartsBox = h("div.charts");
-  const side = h("div.side");
+  const labelsBox = h("div");  // drawn once and after a save, not on every status event (it holds typing)
+  const details = h("div");
+  const side = h("div.side", {}, labelsBox, details);
   const below = h("div");
   const liveState = h("span.live-state.small.muted");
   clear(main, head, alerts, h("div.job-grid", {}, h("div", {}, facts, card(h("span", {}, "Training curves ", liveState),
@@ -96,8 +101,10 @@ export async function jobPage(main, jobId) {
       }
     } }, "Retry"));
     actions.append(h("a.button.ghost", { href: `#/compare?ids=${jobId}` }, "Compare…"));
-    clear(head, h("div", {}, h("div.crumbs", {}, h("a", { href: "#/jobs" }, "Jobs"), " / ", job.type),
-      h("h1.mono", {}, job.id, " ", badge(job.status))), h("div.spacer"), actions);
+    clear(head, h("div", {}, h("div.crumbs", {}, h("a", { href: "#/jobs" }, "Jobs"), " / ", job.type,
+      job.name ? h("span.mono", {}, " / ", job.id) : null),
+      job.name ? h("h1", { "data-name": "" }, job.name, " ", badge(job.status)) : h("h1.mono", {}, job.id, " ", badge(job.status))),
+      h("div.spacer"), actions);
   }
 
   function drawFacts() {
@@ -112,8 +119,12 @@ export async function jobPage(main, jobId) {
       stat("Attempts", String(job.attempts))));
   }
 
+  function drawLabels() {
+    clear(labelsBox, labelsCard(job, (updated) => { job = updated; drawAll(); drawLabels(); }));
+  }
+
   function drawSide() {
-    clear(side,
+    clear(details,
       card("Details", kv([
         ["Type", job.type], ["Status", job.status], ["Worker", job.worker || "–"],
         ["Created", h("span", { title: fmtTime(job.created_at) }, fmtAgo(job.created_at))],
@@ -148,6 +159,7 @@ export async function jobPage(main, jobId) {
       parts.push(card("Probe scores", kv(Object.entries(s).filter(([, v]) => typeof v === "number").map(([k, v]) => [k, fmtPct(v)])),
         Array.isArray(perClass) ? [h("h4", {}, "Per-class accuracy"), barChart(s.classes || perClass.map((_, i) => `class ${i}`), perClass)] : null));
     }
+    if (Array.isArray(evaluations)) parts.push(evaluationsCard(evaluations));
     if (job.children || job.type === "sweep") parts.push(await sweepSection(job));
     parts.push(await artifactsCard());
     clear(below, parts);
@@ -168,6 +180,7 @@ export async function jobPage(main, jobId) {
 
   series.add([]);
   drawAll();
+  drawLabels();
   rebuild();
   await drawBelow();
 
@@ -190,6 +203,17 @@ export async function jobPage(main, jobId) {
     requestAnimationFrame(() => { pending = false; redraw(); drawFacts(); });
   }
   return () => stop();
+}
+
+// The probe and embed jobs that name this encoder, with their scores.
+function evaluationsCard(items) {
+  if (!items.length) return card("Evaluations", h("p.muted", {}, "No probe or embed job names this encoder yet."));
+  return card("Evaluations", h("table.evaluations", {},
+    h("thead", {}, h("tr", {}, ["Job", "Type", "Classifier", "Status", "Score"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, items.map((e) => h("tr", { "data-evaluation": e.id },
+      h("td", {}, h("a", { href: `#/job/${e.id}`, title: e.id }, e.name || shortId(e.id))),
+      h("td", {}, e.type), h("td", {}, e.classifier || "–"), h("td", {}, badge(e.status)),
+      h("td.num", {}, fmtPct(e.score)))))));
 }
 
 function stat(label, value) {

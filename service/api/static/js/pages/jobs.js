@@ -1,10 +1,20 @@
-// Jobs: newest first, filtered by status and type, a page at a time, refreshed every few seconds.
+// Jobs: newest first (or by score), filtered by status, type, name and tags, a page at a time,
+// refreshed every few seconds.
 import { get, schema } from "../api.js";
+import { tagChips } from "../labels.js";
 import { badge, clear, errorBox, fmtAgo, fmtDuration, fmtNumber, h, jobFacts, parseHashQuery, progressBar,
   scoreText, shortId } from "../ui.js";
 
 const PAGE = 25;
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+const SORTS = [["-created", "newest first"], ["created", "oldest first"], ["-score", "best score first"], ["score", "lowest score first"]];
+
+// The filter box: "tag:NAME" words are tags (all must match), the rest is searched in names.
+export function parseFilter(text) {
+  const words = text.trim().split(/\s+/).filter(Boolean);
+  return { tags: words.filter((w) => w.startsWith("tag:") && w.length > 4).map((w) => w.slice(4)),
+    q: words.filter((w) => !w.startsWith("tag:")).join(" ") };
+}
 
 async function jobTypes() {
   // From the API's own schema, so a new job type (sweep) shows up without a page change.
@@ -19,13 +29,29 @@ async function jobTypes() {
 
 export async function jobsPage(main) {
   const q = parseHashQuery();
-  const state = { status: q.get("status") || "", type: q.get("type") || "", offset: Number(q.get("offset") || 0) };
+  const state = { status: q.get("status") || "", type: q.get("type") || "", offset: Number(q.get("offset") || 0),
+    sort: q.get("sort") || "-created", text: [q.get("q") || "", ...q.getAll("tag").map((t) => `tag:${t}`)].join(" ").trim() };
   const selected = new Set();
   const types = await jobTypes();
 
   const select = (name, options) => h("select", { "data-filter": name, onchange: (e) => {
     state[name] = e.target.value; state.offset = 0; load(); } },
     h("option", { value: "" }, `any ${name}`), options.map((o) => h("option", { value: o, selected: state[name] === o }, o)));
+  const sortSelect = h("select", { "data-filter": "sort", onchange: (e) => { state.sort = e.target.value; state.offset = 0; load(); } },
+    SORTS.map(([value, label]) => h("option", { value, selected: state.sort === value }, label)));
+  let typing = null;
+  const filterBox = h("input", { type: "search", "data-filter": "text", value: state.text, placeholder: "name, or tag:NAME",
+    "aria-label": "filter by name or tag", oninput: (e) => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { state.text = e.target.value; state.offset = 0; load(); }, 250);
+    } });
+  const pickTag = (tag) => {
+    if (parseFilter(state.text).tags.includes(tag)) return;
+    state.text = `${state.text} tag:${tag}`.trim();
+    filterBox.value = state.text;
+    state.offset = 0;
+    load();
+  };
   const compareBtn = h("button", { disabled: true, onclick: () => {
     location.hash = `#/compare?ids=${[...selected].join(",")}`; } }, "Compare selected");
   const summary = h("span.muted");
@@ -37,7 +63,8 @@ export async function jobsPage(main) {
   clear(main,
     h("div.page-head", {}, h("h1", {}, "Jobs"), h("div.spacer"),
       h("a.button.primary", { href: "#/new" }, "New run")),
-    h("div.toolbar", {}, select("status", STATUSES), select("type", types), compareBtn, h("div.spacer"), summary, prev, next),
+    h("div.toolbar", {}, filterBox, select("status", STATUSES), select("type", types), sortSelect, compareBtn,
+      h("div.spacer"), summary, prev, next),
     message,
     h("div.table-wrap", {}, h("table.jobs", {},
       h("thead", {}, h("tr", {}, ["", "Job", "Status", "Type", "Method", "Batch", "Encoder", "Progress", "ETA",
@@ -58,7 +85,9 @@ export async function jobsPage(main) {
     return h("tr", { "data-job": job.id, "data-status": job.status },
       h("td", {}, h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${job.id}`,
         onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); updateCompare(); } })),
-      h("td.mono", {}, h("a", { href: `#/job/${job.id}`, title: job.id }, shortId(job.id))),
+      h("td", {}, job.name
+        ? [h("a.job-name", { href: `#/job/${job.id}`, title: job.id }, job.name), h("div.small.muted.mono", {}, shortId(job.id))]
+        : h("a.mono", { href: `#/job/${job.id}`, title: job.id }, shortId(job.id)), tagChips(job.tags, pickTag)),
       h("td", {}, badge(job.status)),
       h("td", {}, job.type, kids ? h("span.muted", {}, ` (${kids.total})`) : null),
       h("td", {}, swept("method", f.method) || "–"),
@@ -79,6 +108,10 @@ export async function jobsPage(main) {
     const params = new URLSearchParams({ limit: PAGE, offset: state.offset });
     if (state.status) params.set("status", state.status);
     if (state.type) params.set("type", state.type);
+    if (state.sort !== "-created") params.set("sort", state.sort);
+    const filter = parseFilter(state.text);
+    if (filter.q) params.set("q", filter.q);
+    for (const t of filter.tags) params.append("tag", t);
     try {
       const page = await get(`/v1/jobs?${params}`);
       if (gone) return;
@@ -97,5 +130,5 @@ export async function jobsPage(main) {
     if (!gone) timer = setTimeout(load, document.hidden ? 15000 : 3000);
   }
   await load();
-  return () => { gone = true; clearTimeout(timer); };
+  return () => { gone = true; clearTimeout(timer); clearTimeout(typing); };
 }

@@ -1,7 +1,24 @@
 // A sweep (a parent job whose children are pretrain runs): its counts, its table of runs and
-// scores, mean ± std by setting, and the accuracy.png it drew. Shown when the API has sweeps.
+// scores, mean ± std by setting, the paired differences between methods (95% t-intervals) and
+// the accuracy.png it drew. Shown when the API has sweeps.
 import { request } from "../api.js";
 import { badge, card, clear, errorBox, fmtPct, h, shortId } from "../ui.js";
+
+const points = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(100 * v).toFixed(1)}`;
+
+// One row a comparison and score: "dcl − simclr  batch_size=32  linear_top1  3  +1.2  [−0.3, +2.7]".
+function differencesTable(differences) {
+  const rows = differences.flatMap((d) => Object.keys(d.mean).map((name) => {
+    const ci = d.ci95[name];
+    return h("tr", { "data-difference": `${d.a}-${d.b}` },
+      h("td.mono", {}, paramText(d.params) || "–"), h("td", {}, `${d.a} − ${d.b}`), h("td.mono", {}, name),
+      h("td.num", {}, d.n[name]), h("td.num", {}, points(d.mean[name])),
+      h("td.num", { "data-ci": "" }, ci ? `[${points(ci[0])}, ${points(ci[1])}]` : "n/a"));
+  }));
+  return [h("h4", {}, "Paired differences (points of top-1, over matching seeds)"), h("table.differences", {},
+    h("thead", {}, h("tr", {}, ["Setting", "Methods", "Score", "Pairs", "Difference", "95% CI"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td.empty", { colSpan: 6 }, "No seed scored for both methods."))))];
+}
 
 const paramText = (params) => Object.entries(params || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
 
@@ -24,6 +41,7 @@ export async function sweepSection(job) {
       h("tbody", {}, r.summary.map((s) => h("tr", {}, h("td.mono", {}, paramText(s.params)), h("td.num", {}, s.n),
         h("td.num", {}, meanStd(s, "linear_top1")), h("td.num", {}, meanStd(s, "knn_top1")))))));
   }
+  if (Array.isArray(r.differences) && r.differences.length) parts.push(differencesTable(r.differences));
   if (Array.isArray(r.rows) && r.rows.length) {
     parts.push(h("h4", {}, "Runs"), h("table.sweep-rows", {},
       h("thead", {}, h("tr", {}, ["Job", "Status", "Settings", "Linear", "kNN", "Error"].map((t) => h("th", {}, t)))),
