@@ -155,6 +155,10 @@ class EvaluateConfig(Strict):
     train: DatasetSpec
     test: DatasetSpec
     classifier: Literal["logistic", "knn", "both"] = "logistic"
+    retrieval: bool = Field(
+        default=True, description="Also score the test split as a retrieval set (recall@1/5/10 and MAP@R, "
+        "labels as relevance).",
+    )
 
 
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")]
