@@ -3,8 +3,8 @@
 - `embeddings.npy` (+ `embeddings_labels.npy`): the raw features, as `dcl embed` writes them;
 - the nearest-neighbour index (`dcl_core.evaluation.index`: `index.npy`, `index.json`, IVF files);
 - retrieval scores of labelled data (`dcl_core.evaluation.retrieval`);
-- the 2-D map (`map.npy` (M, 2) float32, `map_items.npy` (M,) int64 item of each point,
-  `map_labels.npy` (M,) int64 label, -1 for unlabelled data) and the TensorBoard projector files
+- the 2-D map (`map.npy` (M, 2) float32, `map_items.npy` (M,) int32 item of each point,
+  `map_labels.npy` (M,) int32 label, -1 for unlabelled data) and the TensorBoard projector files
   in `tensorboard/` (`dcl_core.evaluation.maps`).
 
 The job's result says what was made: `{"embeddings", "shape", "dtype", "image_size", "index",
@@ -75,8 +75,8 @@ def run_embed_job(encoder_dir: Path, config: "EmbedConfig", run_dir: Path, env: 
     check_stop()
     if config.map != "none":
         points, items, facts = project_2d(features, config.map, seed=config.seed)
-        save_npy_atomic(run_dir / MAP_ITEMS, items)
-        save_npy_atomic(run_dir / MAP_LABELS, labels[items] if labels is not None else np.full(len(items), -1, np.int64))
+        save_npy_atomic(run_dir / MAP_ITEMS, items.astype(np.int32))
+        save_npy_atomic(run_dir / MAP_LABELS, (labels[items] if labels is not None else np.full(len(items), -1)).astype(np.int32))
         save_npy_atomic(run_dir / MAP, points)
         if "warning" in facts:
             result["warnings"].append(facts.pop("warning"))

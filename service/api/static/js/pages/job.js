@@ -148,6 +148,7 @@ export async function jobPage(main, jobId) {
       parts.push(card("Probe scores", kv(Object.entries(s).filter(([, v]) => typeof v === "number").map(([k, v]) => [k, fmtPct(v)])),
         Array.isArray(perClass) ? [h("h4", {}, "Per-class accuracy"), barChart(s.classes || perClass.map((_, i) => `class ${i}`), perClass)] : null));
     }
+    if (job.type === "embed" && job.status === "succeeded" && r.map) parts.push(card("Explore", h("a.button.primary", { href: `#/explore/${job.id}`, "data-explore": "" }, "Open the map, neighbours and search")));
     if (job.children || job.type === "sweep") parts.push(await sweepSection(job));
     parts.push(await artifactsCard());
     clear(below, parts);
