@@ -3,8 +3,11 @@
 Files (in the job's run folder):
 - `index.npy`: the L2-normalised features, float32 (N, D), row i = item i of the dataset, so a
   dot product is the cosine similarity;
-- `index.json`: {"kind": "exact"|"ivf", "items", "dim", "metric": "cosine", and for "ivf":
-  "lists", "nprobe", "recall_at_10" (measured against exact search on a sample), "recall_queries"};
+- `index.json`: {"kind": "exact"|"ivf", "items", "dim", "metric": "cosine", for "exact" "graph_k",
+  and for "ivf" "lists", "nprobe", "recall_at_10" (measured against exact search on a sample),
+  "recall_queries"};
+- for "exact": `index_graph.npy` (N, graph_k) int32, each item's nearest other items, and
+  `index_graph_scores.npy` their cosine similarities (float32), from an exact search;
 - for "ivf" (above `EXACT_MAX` items) an inverted-file index (Sivic and Zisserman 2003; Jégou et
   al. 2011, IVF without compression): `index_centroids.npy` (L, D) unit vectors from spherical
   k-means, `index_lists.npy` (N,) the items grouped by nearest centroid and
@@ -29,7 +32,12 @@ META = "index.json"
 CENTROIDS = "index_centroids.npy"
 LISTS = "index_lists.npy"
 OFFSETS = "index_offsets.npy"
-FILES = (FEATURES, META, CENTROIDS, LISTS, OFFSETS)
+GRAPH = "index_graph.npy"
+GRAPH_SCORES = "index_graph_scores.npy"
+FILES = (FEATURES, META, CENTROIDS, LISTS, OFFSETS, GRAPH, GRAPH_SCORES)
+GRAPH_K = 64
+"""An exact index also stores each item's GRAPH_K nearest items, so that an item's neighbours are
+a row read, not a pass over every feature."""
 
 EXACT_MAX = 100_000
 """Up to this many items the index is searched exactly (a matrix product); above, through IVF."""
@@ -106,6 +114,8 @@ class Index:
     centroids: np.ndarray | None = None
     lists: np.ndarray | None = None
     offsets: np.ndarray | None = None
+    graph: np.ndarray | None = None
+    graph_scores: np.ndarray | None = None
 
     @classmethod
     def open(cls, path_of: Callable[[str], Path | None], max_bytes: int) -> "Index":
@@ -119,7 +129,13 @@ class Index:
             raise BadIndex(f"{META} is not JSON") from None
         features = open_array(path_of(FEATURES), dtype=np.float32, ndim=2, max_bytes=max_bytes)
         if meta.get("kind") != "ivf":
-            return cls(meta, features)
+            if not meta.get("graph_k"):
+                return cls(meta, features)
+            graph = open_array(path_of(GRAPH), dtype=np.int32, ndim=2, max_bytes=max_bytes)
+            graph_scores = open_array(path_of(GRAPH_SCORES), dtype=np.float32, ndim=2, max_bytes=max_bytes)
+            if graph.shape != graph_scores.shape or graph.shape[0] != features.shape[0]:
+                raise BadIndex("the neighbour graph does not match the features")
+            return cls(meta, features, graph=graph, graph_scores=graph_scores)
         centroids = open_array(path_of(CENTROIDS), dtype=np.float32, ndim=2, max_bytes=max_bytes)
         lists = open_array(path_of(LISTS), dtype=np.int64, ndim=1, max_bytes=max_bytes)
         offsets = np.array(open_array(path_of(OFFSETS), dtype=np.int64, ndim=1, max_bytes=max_bytes))
@@ -139,6 +155,12 @@ class Index:
 
     def vector(self, item: int) -> np.ndarray:
         return np.array(self.features[item], dtype=np.float32)
+
+    def neighbours(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k items nearest to `item`, itself left out: a row of the graph when it is that long."""
+        if self.graph is not None and k <= self.graph.shape[1]:
+            return np.asarray(self.graph[item, :k], dtype=np.int64), np.asarray(self.graph_scores[item, :k])
+        return self.search(self.vector(item), k, exclude=item)
 
     def search(self, query: np.ndarray, k: int, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest items to a unit vector `query`, best first: (ids int64, cosine float32)."""

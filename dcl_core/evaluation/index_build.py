@@ -68,6 +68,20 @@ def exact_top(x: Tensor, queries: Tensor, k: int) -> Tensor:
     return torch.cat(out)
 
 
+def exact_graph(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Every row's k nearest other rows (ids, cosine), nearest first: a matrix product on the device."""
+    ids = torch.empty(x.shape[0], k, dtype=torch.int64, device=x.device)
+    scores = torch.empty(x.shape[0], k, dtype=torch.float32, device=x.device)
+    step = _chunk(x.shape[0])
+    for start in range(0, x.shape[0], step):
+        sims = x[start:start + step] @ x.T
+        rows = torch.arange(sims.shape[0], device=x.device)
+        sims[rows, rows + start] = -float("inf")
+        top = sims.topk(k, dim=1)
+        ids[start:start + step], scores[start:start + step] = top.indices, top.values
+    return ids, scores
+
+
 def tune_nprobe(x: Tensor, centroids: Tensor, assign: Tensor, seed: int,
                 queries: int = RECALL_QUERIES, target: float = TARGET_RECALL) -> tuple[int, float, int]:
     """The least nprobe (doubling) whose recall@10 reaches `target`: the share of each sampled
@@ -95,6 +109,11 @@ def write_index(run_dir: Path, features: Tensor, *, seed: int = 0, exact_max: in
     n, dim = int(x.shape[0]), int(x.shape[1])
     save_npy_atomic(run_dir / layout.FEATURES, np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32))
     meta: dict[str, Any] = {"kind": "exact", "items": n, "dim": dim, "metric": "cosine"}
+    if 1 < n <= exact_max:
+        ids, scores = exact_graph(x, min(layout.GRAPH_K, n - 1))
+        save_npy_atomic(run_dir / layout.GRAPH_SCORES, scores.cpu().numpy().astype(np.float32))
+        save_npy_atomic(run_dir / layout.GRAPH, ids.cpu().numpy().astype(np.int32))
+        meta["graph_k"] = int(ids.shape[1])
     if n > exact_max and n > 1:
         lists = int(min(65_536, max(8, round(4 * math.sqrt(n)))))
         centroids = spherical_kmeans(x, lists, seed)

@@ -83,7 +83,7 @@ def answer(found: JobIndex, ids: np.ndarray, scores: np.ndarray) -> list[dict]:
 
 
 def neighbours(found: JobIndex, item: int, k: int) -> dict:
-    ids, scores = found.index.search(found.index.vector(item), k, exclude=item)
+    ids, scores = found.index.neighbours(item, k)
     return {"item": item, "label": found.label(item), "items": answer(found, ids, scores)}
 
 
@@ -94,6 +94,9 @@ def decode_query(path: Path, out: Path) -> tuple[int, int]:
         with open(path, "rb") as handle:
             probe = Image.open(handle, formats=("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM"))
             width, height = probe.size
+    except Image.DecompressionBombError:
+        raise UserError("file: the image has more pixels than this server decodes (a decompression bomb?); "
+                        "send a smaller copy") from None
     except Exception:
         raise UserError("file: not an image in a supported format (JPEG, PNG, BMP, GIF, WebP, TIFF, PPM)") from None
     if width * height > SEARCH_MAX_PIXELS:

@@ -243,7 +243,8 @@ export async function explorePage(main, jobId) {
       const file = e.target.files[0];
       if (!file) return;
       clear(alerts);
-      try { await Promise.all(shared.current.map((p) => p.search(file))); } catch (err) { clear(alerts, errorBox(err)); }
+      // One after the other: the API embeds one search at a time per key.
+      try { for (const p of shared.current) await p.search(file); } catch (err) { clear(alerts, errorBox(err)); }
     } });
   main.append(h("div.page-head", {}, h("div", {}, h("div.crumbs", {}, h("a", { href: `#/job/${job.id}` }, job.id), " / explore"),
     h("h1", {}, "Explore ", h("span.mono.small", {}, job.spec.data.source)))),
