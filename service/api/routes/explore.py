@@ -72,11 +72,16 @@ async def get_neighbours(job: OwnedJob, plane: PlaneDep, settings: SettingsDep,
                          k: K = 10) -> NeighboursPublic:
     """The k images of an embed job's dataset nearest to one of them (cosine similarity of the
     encoder's features), the image itself left out."""
-    found = await run_in_threadpool(job_index, job, plane, settings)
+    return await run_in_threadpool(item_neighbours, job, plane, settings, item, k)
+
+
+def item_neighbours(job: Job, plane, settings, item: int, k: int) -> NeighboursPublic:
+    """One trip to the thread pool for the whole answer (a hand-off costs more than the lookup)."""
+    found = job_index(job, plane, settings)
     if item >= found.index.items:
         raise FieldError(["query", "item"], f"item {item} is past the last of the job's {found.index.items} images "
                                             f"(0..{found.index.items - 1})")
-    return NeighboursPublic.model_validate(await run_in_threadpool(explore.neighbours, found, item, k))
+    return NeighboursPublic.model_validate(explore.neighbours(found, item, k))
 
 
 _SEARCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
