@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ALICE, BOB = "alice-key-explore", "bob-key-explore"
 IMAGE = 8
 TRAINED = {"method": "dcl", "encoder": "convnet_small", "dataset": {"source": "", "image_size": IMAGE},
-           "batch_size": 128, "epochs": 6, "optimizer": "adam", "lr": 0.003, "temperature": 0.2, "device": "cpu",
+           "batch_size": 64, "epochs": 6, "optimizer": "adam", "lr": 0.003, "temperature": 0.2, "device": "cpu",
            "augment": {"crop_scale": [0.5, 1.0], "hflip_p": 0.0, "jitter_p": 0.0, "grayscale_p": 0.0}}
 """Augmentations that keep a digit a digit (no flips; crops that keep most of it)."""
 
@@ -86,7 +86,8 @@ def stack(tmp_path_factory):
             worker.stop()
 
 
-def neighbour_purity(client, job_id: str, items: list[int], k: int = 10) -> float:
+def neighbour_shares(client, job_id: str, items: list[int], k: int = 10) -> np.ndarray:
+    """For each item, the share of its k neighbours (over HTTP) that carry its label."""
     shares = []
     for item in items:
         r = client.get(f"/v1/jobs/{job_id}/neighbours", params={"item": item, "k": k})
@@ -94,7 +95,7 @@ def neighbour_purity(client, job_id: str, items: list[int], k: int = 10) -> floa
         body = r.json()
         assert body["item"] == item and len(body["items"]) == k and item not in [n["item"] for n in body["items"]]
         shares.append(np.mean([n["label"] == body["label"] for n in body["items"]]))
-    return float(np.mean(shares))
+    return np.asarray(shares)
 
 
 def test_neighbours_equal_brute_force_on_the_downloaded_index(stack):
@@ -121,19 +122,21 @@ def test_neighbours_equal_brute_force_on_the_downloaded_index(stack):
 
 
 def test_a_trained_encoder_has_purer_neighbours_than_a_random_one(stack):
-    items = list(range(0, 1797, 9))  # 200 items spread over every class
+    items = list(range(1797))
     with stack["api"].client(ALICE) as alice:
-        trained = neighbour_purity(alice, stack["embeds"]["trained"], items)
-        random_init = neighbour_purity(alice, stack["embeds"]["random"], items)
+        trained = neighbour_shares(alice, stack["embeds"]["trained"], items)
+        random_init = neighbour_shares(alice, stack["embeds"]["random"], items)
         results = {n: alice.get(f"/v1/jobs/{j}").json()["result"] for n, j in stack["embeds"].items()}
-    print(f"top-10 purity over HTTP: trained {trained:.3f}, random init {random_init:.3f}")
-    # Measured (2 cores, 6 epochs): see benchmarks/RESULTS.md. Random convnet features already
-    # group digits well; the trained ones must still be clearly purer, here and in the job's scores.
-    assert trained - random_init >= GAP
-    assert results["trained"]["retrieval"]["purity_at_10"] - results["random"]["retrieval"]["purity_at_10"] >= GAP
-
-
-GAP = 0.02
+    gap = trained - random_init  # paired, item by item
+    standard_error = gap.std(ddof=1) / np.sqrt(len(gap))
+    print(f"top-10 purity over HTTP: trained {trained.mean():.3f}, random init {random_init.mean():.3f}, "
+          f"gap {gap.mean():.3f} +- {standard_error:.4f}")
+    # Random convnet features already group digits well (purity about 0.92); six epochs of DCL
+    # measured a gap of 0.023 with a standard error of 0.004 (benchmarks/RESULTS.md). The gap must be
+    # clear of the noise measured here, and the job's own scores must agree.
+    assert gap.mean() > 3 * standard_error
+    assert results["trained"]["retrieval"]["purity_at_10"] > results["random"]["retrieval"]["purity_at_10"]
+    assert results["trained"]["scores"]["map_at_r"] > results["random"]["scores"]["map_at_r"]
 
 
 def test_search_with_an_image_of_an_item_finds_that_item_first(stack):

@@ -160,7 +160,7 @@ function tile(item, src, label, classes, { score, query, onPick } = {}) {
   return h("figure.tile", { "data-item": item, class: query !== undefined && label !== query ? "other" : null,
     onclick: onPick ? () => onPick(item) : null },
     src ? h("img", { src, alt: `item ${item}` }) : h("div.noimg", { style: { background: colour(label ?? -1) } }, String(item)),
-    h("figcaption", {}, `#${item} · ${name}`, score !== undefined ? h("span.muted", {}, ` · ${score.toFixed(3)}`) : null));
+    h("figcaption", {}, `#${item} · ${name}`, score !== undefined ? h("span.muted", {}, ` · ${score.toFixed(2)}`) : null));
 }
 
 function scoresLine(job) {
