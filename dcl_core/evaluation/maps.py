@@ -28,7 +28,8 @@ UMAP_NEIGHBOURS = 15
 
 
 def umap_available() -> bool:
-    return importlib.util.find_spec("umap") is not None
+    spec = importlib.util.find_spec("umap")
+    return spec is not None and spec.origin is not None  # not a leftover empty folder
 
 
 def sample_points(n: int, max_points: int, seed: int) -> np.ndarray:
