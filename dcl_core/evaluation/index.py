@@ -34,7 +34,6 @@ LISTS = "index_lists.npy"
 OFFSETS = "index_offsets.npy"
 GRAPH = "index_graph.npy"
 GRAPH_SCORES = "index_graph_scores.npy"
-FILES = (FEATURES, META, CENTROIDS, LISTS, OFFSETS, GRAPH, GRAPH_SCORES)
 GRAPH_K = 64
 """An exact index also stores each item's GRAPH_K nearest items, so that an item's neighbours are
 a row read, not a pass over every feature."""

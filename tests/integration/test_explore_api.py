@@ -20,7 +20,7 @@ from tests.fixtures.servers import REPO_ROOT, run_api_server
 from tests.fixtures.workers import start_worker
 from tests.integration.helpers import wait_job
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ALICE, BOB = "alice-key-explore", "bob-key-explore"
 IMAGE = 8
