@@ -155,6 +155,10 @@ class EvaluateConfig(Strict):
     train: DatasetSpec
     test: DatasetSpec
     classifier: Literal["logistic", "knn", "both"] = "logistic"
+    retrieval: bool = Field(
+        default=True, description="Also score the test split as a retrieval set (recall@1/5/10 and MAP@R, "
+        "labels as relevance).",
+    )
 
 
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")]
@@ -276,3 +280,14 @@ class EmbedConfig(Strict):
     batch_size: int = Field(default=1024, ge=1, le=65536)
     device: Device = "auto"
     precision: Precision = "auto"
+    index: bool | None = Field(
+        default=None, description="The embed job: write the nearest-neighbour index (the L2-normalised features, "
+        "searched exactly up to 100,000 images, through an inverted-file index above) and the retrieval scores of "
+        "labelled data. None: on for datasets up to 2,000,000 images.",
+    )
+    map: Literal["auto", "umap", "pca", "none"] = Field(
+        default="auto", description="The embed job: a 2-D map of up to 100,000 points (a seeded sample above) and "
+        "its TensorBoard projector export. umap needs the explore extra (umap-learn); pca is quick; auto: UMAP "
+        "where umap-learn is installed, else PCA.",
+    )
+    seed: Seed = Field(default=0, description="The samples of the map, the scores and the index.")

@@ -109,6 +109,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines, one row each")
     p.set_defaults(func=cmd_metrics)
 
+    from service import cli_explore
+
+    cli_explore.register(subparsers, client_parser)
+
 
 # ---- serve ------------------------------------------------------------------------------
 

@@ -123,6 +123,15 @@ class Client:
     def metrics(self, job_id: str, since: int = 0, limit: int = 1000) -> dict:
         return self.request("GET", f"/v1/jobs/{job_id}/metrics", params={"since": since, "limit": limit}).json()
 
+    def neighbours(self, job_id: str, item: int, k: int = 10) -> dict:
+        return self.request("GET", f"/v1/jobs/{job_id}/neighbours", params={"item": item, "k": k}).json()
+
+    def search(self, job_id: str, image: Path, k: int = 10) -> dict:
+        """The embed job's k images nearest to an image file (embedded on the server: seconds)."""
+        with open(image, "rb") as f:
+            return self.request("POST", f"/v1/jobs/{job_id}/search", params={"k": k},
+                                files={"file": (image.name, f, "application/octet-stream")}, timeout=120).json()
+
     def artifacts(self, job_id: str) -> list[dict]:
         return self.request("GET", f"/v1/jobs/{job_id}/artifacts").json()["items"]
 

@@ -28,6 +28,7 @@ ALLOWED_DCL_CORE = {
     "dcl_core.models", "dcl_core.models.encoders",
     "dcl_core.training", "dcl_core.training.methods",
     "dcl_core.experiments", "dcl_core.experiments.sweep",
+    "dcl_core.evaluation", "dcl_core.evaluation.index",
 }
 """dcl_core modules that import neither torch nor torchvision (the service may use these)."""
 

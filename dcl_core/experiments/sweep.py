@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from dcl_core.config import TrainConfig
 from dcl_core.experiments.stats import mean_ci95
 
-SCORES = ("linear_top1", "knn_top1")
+SCORES = ("linear_top1", "knn_top1", "recall_at_1", "recall_at_5", "recall_at_10", "map_at_r")
 """What an evaluated pretrain job's `result["scores"]` may hold (fractions, 0..1)."""
 
 

@@ -63,6 +63,42 @@ def _npz_rows(path: Path, n: int) -> tuple[list[int], np.ndarray, np.ndarray | N
     return indices, rows, labels, classes
 
 
+def _npz_items(path: Path, items: list[int]) -> tuple[list[int], np.ndarray, np.ndarray | None, list[str] | None]:
+    """The rows `items` of an .npz's `x` (those past its end left out), read one row at a time: a
+    stored member is seeked into, a compressed one decompressed forward, never held whole."""
+    with zipfile.ZipFile(path) as archive, archive.open("x.npy") as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(stream)
+        if fortran or dtype != np.uint8 or not shape:
+            raise UserError("the .npz's x array is not a C-ordered uint8 array")
+        start = stream.tell()
+        row_bytes = int(np.prod(shape[1:]))
+        wanted = sorted({i for i in items if 0 <= i < int(shape[0])})
+        rows = np.zeros((len(wanted), *shape[1:]), np.uint8)
+        for k, index in enumerate(wanted):
+            stream.seek(start + index * row_bytes)
+            rows[k] = np.frombuffer(stream.read(row_bytes), dtype=np.uint8).reshape(shape[1:])
+    with np.load(path, allow_pickle=False, mmap_mode=None) as npz:
+        labels = npz["y"][wanted] if "y" in npz.files and wanted else None
+        classes = [str(c) for c in npz["classes"].tolist()] if "classes" in npz.files else None
+    return wanted, rows, labels, classes
+
+
+_listings: dict[str, tuple] = {}
+"""Image-tree listings by folder (a stored dataset never changes): thumbnails on hover must not
+walk a large tree each time."""
+
+
+def _listing(data: Path) -> tuple:
+    key = str(data)
+    if key not in _listings:
+        if len(_listings) >= 8:
+            _listings.pop(next(iter(_listings)))
+        _listings[key] = list_images(data)
+    return _listings[key]
+
+
 def _sample(index: int, image: Image.Image, size: tuple[int, int], label, classes) -> dict:
     label = int(label) if label is not None else None
     name = classes[label] if classes and label is not None and 0 <= label < len(classes) else None
@@ -70,18 +106,20 @@ def _sample(index: int, image: Image.Image, size: tuple[int, int], label, classe
             "src": _png_data_url(image)}
 
 
-def dataset_samples(dataset_dir: Path, n: int) -> list[dict]:
-    """[{index, label, class, width, height, src}] for `n` images spread over the dataset."""
+def dataset_samples(dataset_dir: Path, n: int, items: list[int] | None = None) -> list[dict]:
+    """[{index, label, class, width, height, src}] for `n` images spread over the dataset, or for
+    the images `items` (indices in dataset order; those past its end left out)."""
     data = dataset_layout(dataset_dir)
     if data.name == DATASET_NPZ_FILE:
-        indices, rows, labels, classes = _npz_rows(data, n)
+        indices, rows, labels, classes = _npz_items(data, items) if items is not None else _npz_rows(data, n)
         if rows.ndim == 4 and rows.shape[3] == 1:  # (N, H, W, 1): grey
             rows = rows[..., 0]
         return [_sample(index, Image.fromarray(rows[k]), (rows.shape[2], rows.shape[1]),
                         labels[k] if labels is not None else None, classes) for k, index in enumerate(indices)]
-    paths, labels, classes = list_images(data)
+    paths, labels, classes = _listing(data) if items is not None else list_images(data)
     samples = []
-    for index in spread(len(paths), n):
+    chosen = sorted({i for i in items if 0 <= i < len(paths)}) if items is not None else spread(len(paths), n)
+    for index in chosen:
         try:
             image, size = decode_image(paths[index], draft_size=(THUMBNAIL_PX, THUMBNAIL_PX))
         except Exception:  # removed or unreadable since the upload: show the others

@@ -48,10 +48,16 @@ def check_filename(filename: str) -> str:
     return name
 
 
-def too_large(max_bytes: int) -> HTTPException:
-    return HTTPException(
-        413, f"upload larger than {max_bytes} bytes, the limit (DCL_MAX_UPLOAD_BYTES); split or shrink the dataset"
-    )
+def too_large(max_bytes: int, fix: str = "the limit (DCL_MAX_UPLOAD_BYTES); split or shrink the dataset") -> HTTPException:
+    return HTTPException(413, f"upload larger than {max_bytes} bytes, {fix}")
+
+
+def check_plain_name(filename: str) -> str:
+    """Any file name without control characters (the content decides what it is)."""
+    name = os.path.basename(filename.replace("\\", "/")).strip()
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise HTTPException(422, "the file name contains control characters (a NUL byte?); rename the file")
+    return name or "upload"
 
 
 class _PartState:
@@ -64,12 +70,15 @@ class _PartState:
         self.value = bytearray()
 
 
-async def receive_upload(request: Request, dest_dir: Path, max_bytes: int) -> ReceivedFile:
-    """Streams the request's file to a new file under `dest_dir`. The caller removes it."""
+async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, *,
+                         check_name=check_filename, too_large_fix: str | None = None) -> ReceivedFile:
+    """Streams the request's file to a new file under `dest_dir`. The caller removes it.
+    `check_name` vets the file's name; `too_large_fix` replaces the 413's advice."""
+    refuse = (lambda n: too_large(n, too_large_fix)) if too_large_fix else too_large
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
         await _drain(request.stream(), DRAIN_LIMIT)
-        raise too_large(max_bytes)
+        raise refuse(max_bytes)
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / f"upload-{secrets.token_hex(8)}"
@@ -79,20 +88,20 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int) -> Re
             boundary = params.get(b"boundary")
             if not boundary:
                 raise HTTPException(400, "multipart/form-data body without a boundary")
-            return await _receive_multipart(stream, path, boundary, max_bytes)
+            return await _receive_multipart(stream, path, boundary, max_bytes, check_name, refuse)
         filename = request.query_params.get("filename")
         if not filename:
             raise HTTPException(
                 422, "send the file as multipart/form-data (field `file`), or as the raw body with ?filename=NAME"
             )
-        filename = check_filename(filename)
+        filename = check_name(filename)
         size = 0
         async with await anyio.open_file(path, "wb") as out:
             async for chunk in stream:
                 size += len(chunk)
                 if size > max_bytes:
                     await _drain(stream, DRAIN_LIMIT)
-                    raise too_large(max_bytes)
+                    raise refuse(max_bytes)
                 await out.write(chunk)
         if size == 0:
             raise HTTPException(422, "the upload is empty")
@@ -103,7 +112,8 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int) -> Re
 
 
 async def _receive_multipart(
-    stream: AsyncIterator[bytes], path: Path, boundary: bytes, max_bytes: int
+    stream: AsyncIterator[bytes], path: Path, boundary: bytes, max_bytes: int, check_name=check_filename,
+    refuse=too_large,
 ) -> ReceivedFile:
     fields: dict[str, str] = {}
     state = {"part": _PartState(), "file_done": False, "filename": None, "writing": False}
@@ -134,7 +144,7 @@ async def _receive_multipart(
         if filename is not None:
             if state["file_done"]:
                 raise HTTPException(422, "upload one file per request")
-            part.filename = check_filename(filename.decode("utf-8", "replace"))
+            part.filename = check_name(filename.decode("utf-8", "replace"))
             state["filename"] = part.filename
             state["writing"] = True
 
@@ -144,7 +154,7 @@ async def _receive_multipart(
         if state["writing"]:
             size += end - start
             if size > max_bytes:
-                raise too_large(max_bytes)
+                raise refuse(max_bytes)
             pending.append(data[start:end])
         else:
             part.value += data[start:end]

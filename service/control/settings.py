@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     max_compression_ratio: float = Field(default=200.0, gt=1, description="Zip-bomb guard: extracted/compressed.")
     max_active_jobs_per_key: int = Field(default=8, ge=1, description="Queued + running jobs one key may have.")
     max_stored_bytes_per_key: int = Field(default=50 * GiB, ge=1, description="Datasets + artifacts one key may store.")
+    max_index_bytes: int = Field(
+        default=16 * GiB, ge=1, description="Largest embed-job index file the API memory-maps to answer neighbours "
+        "and searches (409 above)."
+    )
     sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream polls the job store.")
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, description="Comment line sent on an idle event stream.")
     sse_max_stream_seconds: float = Field(

@@ -51,8 +51,8 @@ def test_two_device_job_runs_under_torchrun_and_larger_ones_are_refused(tmp_path
     assert done["result"]["devices"] == 2 and done["result"]["steps"] == 3
     # The multi-device result is built as the one-device one is: the evaluate block's scores are there.
     scores = done["result"]["scores"]
-    assert set(scores) == {"linear_top1", "knn_top1"} and all(0 <= v <= 1 for v in scores.values())
-    assert set(done["result"]["evaluation"]) == {"logistic", "knn"}
+    assert {"linear_top1", "knn_top1", "recall_at_1", "map_at_r"} <= set(scores) and all(0 <= v <= 1 for v in scores.values())
+    assert set(done["result"]["evaluation"]) == {"logistic", "knn", "retrieval"}
     assert meta["scores"] == scores
     assert {"encoder.safetensors", "encoder.json", "metrics.jsonl"} <= names
     assert not any(name.startswith(".") for name in names)  # the torchrun plumbing is not an artifact

@@ -61,12 +61,14 @@ def test_sweep_of_two_methods_and_two_batch_sizes_ends_with_its_table_and_plot(s
             {"method": m, "batch_size": b} for m in ("dcl", "simclr") for b in (16, 32)]
         for row in result["rows"]:
             assert row["status"] == "succeeded" and row["error"] is None
-            assert list(row["scores"]) == ["knn_top1"] and 0.0 <= row["scores"]["knn_top1"] <= 1.0
+            assert set(row["scores"]) == {"knn_top1", "recall_at_1", "recall_at_5", "recall_at_10", "map_at_r"}  # the retrieval scores too
+            assert all(0.0 <= v <= 1.0 for v in row["scores"].values())
         assert [s["n"] for s in result["summary"]] == [1, 1, 1, 1]
-        assert all(s["std"] == {"knn_top1": 0.0} for s in result["summary"])
+        assert all(s["std"] == {name: 0.0 for name in row["scores"]} for s in result["summary"])
 
         child = members["items"][0]
-        assert child["result"]["scores"] == {"knn_top1": child["result"]["evaluation"]["knn"]["accuracy"]}
+        assert child["result"]["scores"]["knn_top1"] == child["result"]["evaluation"]["knn"]["accuracy"]
+        assert child["result"]["evaluation"]["retrieval"]["queries"] > 0
         meta = client.get(f"/v1/jobs/{child['id']}/artifacts/encoder.json").json()
         assert meta["scores"] == child["result"]["scores"]
 

@@ -88,7 +88,9 @@ def test_linear_probe_and_embed_jobs_use_the_pretrained_encoder(plane, settings,
     assert run(embed.id, plane) == "succeeded"
     done = plane.jobs.get(embed.id)
     assert done.result["shape"][0] == 20
-    assert {"embeddings.npy", "embeddings_labels.npy"} == {a.name for a in plane.artifacts.list(embed.id)}
+    names = {a.name for a in plane.artifacts.list(embed.id)}
+    assert {"embeddings.npy", "embeddings_labels.npy", "index.npy", "index.json", "map.npy"} <= names
+    assert done.result["index"]["kind"] == "exact" and "recall_at_1" in done.result["scores"]
 
 
 def test_a_second_delivery_of_a_finished_job_does_nothing(plane, pretrained):

@@ -73,7 +73,7 @@ def build_data_env(settings):
                    allow_download=bool(settings.allow_download), cache_dir=Path(settings.cache_dir))
 
 
-PRELOAD_MODULES = ("dcl_core.training.train", "dcl_core.evaluation.probe", "dcl_core.evaluation.embed", "dcl_core.data.sources", "dcl_core.export.encoder")
+PRELOAD_MODULES = ("dcl_core.training.train", "dcl_core.evaluation.probe", "dcl_core.evaluation.explore", "dcl_core.data.sources", "dcl_core.export.encoder")
 
 
 def preload() -> dict[str, Any]:

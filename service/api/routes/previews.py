@@ -44,9 +44,14 @@ class AugmentPreview(BaseModel):
 @router.get("/{dataset_id}/samples", response_model=SamplesPublic, response_model_by_alias=True)
 def dataset_samples(dataset: OwnedDataset, plane: PlaneDep,
                     n: Annotated[int, Query(ge=1, le=64, description="How many images, spread over the dataset.")] = 24,
+                    items: Annotated[str | None, Query(
+                        max_length=1000, pattern=r"^\d{1,10}(,\d{1,10}){0,63}$",
+                        description="These images instead (comma-separated indices in dataset order, at most 64; "
+                        "those past the end are left out): an embed job's items.")] = None,
                     ) -> SamplesPublic:
+    wanted = [int(i) for i in items.split(",")] if items else None
     try:
-        items = previews.dataset_samples(plane.storage.dataset_dir(dataset.id), n)
+        items = previews.dataset_samples(plane.storage.dataset_dir(dataset.id), n, wanted)
     except UserError as exc:
         raise HTTPException(409, f"dataset {dataset.id}: {exc}") from None
     return SamplesPublic(dataset_id=dataset.id, items=[Sample.model_validate(i) for i in items])

@@ -30,7 +30,7 @@ def test_evaluate_both_puts_linear_and_knn_scores_in_the_result_and_encoder_json
     hooks = Steps()
     result = fit(tiny(evaluate={**EVALUATE, "classifier": "both"}), tmp_path, hooks)
     scores = result.evaluation["scores"]
-    assert set(scores) == {"linear_top1", "knn_top1"}
+    assert set(scores) == {"linear_top1", "knn_top1", "recall_at_1", "recall_at_5", "recall_at_10", "map_at_r"}
     assert all(0.1 < v <= 1.0 for v in scores.values())  # ten classes: chance is 0.1
     assert result.evaluation["evaluation"]["knn"]["num_test"] == 120
     assert result.evaluation["evaluation"]["logistic"]["classifier"] == "logistic"
@@ -39,6 +39,6 @@ def test_evaluate_both_puts_linear_and_knn_scores_in_the_result_and_encoder_json
 
 
 def test_evaluate_knn_only_scores_knn_only(tmp_path):
-    result = fit(tiny(evaluate={**EVALUATE, "classifier": "knn"}), tmp_path)
-    assert list(result.evaluation["scores"]) == ["knn_top1"]
+    result = fit(tiny(evaluate={**EVALUATE, "classifier": "knn", "retrieval": False}), tmp_path)
+    assert list(result.evaluation["scores"]) == ["knn_top1"]  # retrieval turned off
     assert json.loads((tmp_path / "encoder.json").read_text())["scores"] == result.evaluation["scores"]

@@ -1,4 +1,4 @@
-// The router: `#/jobs`, `#/job/ID`, `#/compare?ids=A,B`, `#/datasets`, `#/new`. Each page is a
+// The router: `#/jobs`, `#/job/ID`, `#/explore/ID?with=ID2`, `#/compare?ids=A,B`, `#/datasets`, `#/new`. Each page is a
 // function (main element, params) returning a cleanup (stop polls and streams) or nothing.
 import { apiKey, forgetKey } from "./api.js";
 import { clear, errorBox } from "./ui.js";
@@ -7,12 +7,14 @@ import { jobPage } from "./pages/job.js";
 import { comparePage } from "./pages/compare.js";
 import { datasetsPage } from "./pages/datasets.js";
 import { newRunPage } from "./pages/newrun.js";
+import { explorePage } from "./pages/explore.js";
 
 const main = document.getElementById("main");
 let cleanup = null;
 
 const routes = [
   [/^#\/job\/([^/?]+)/, (m) => jobPage(main, decodeURIComponent(m[1])), "jobs"],
+  [/^#\/explore\/([^/?]+)/, (m) => explorePage(main, decodeURIComponent(m[1])), "jobs"],
   [/^#\/compare/, () => comparePage(main), "compare"],
   [/^#\/datasets/, () => datasetsPage(main), "datasets"],
   [/^#\/new/, () => newRunPage(main), "new"],

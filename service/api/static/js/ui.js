@@ -111,7 +111,7 @@ export function jobFacts(job) {
 
 export function scoreText(scores) {
   const parts = Object.entries(scores || {}).filter(([, v]) => typeof v === "number")
-    .map(([k, v]) => `${k.replace("_top1", "").replace("_", " ")} ${fmtPct(v)}`);
+    .map(([k, v]) => `${k.replace("_top1", "").replace("recall_at_", "R@").replace("map_at_r", "MAP@R").replace("_", " ")} ${fmtPct(v)}`);
   return parts.length ? parts.join(" · ") : "–";
 }
 

@@ -160,6 +160,7 @@ export async function jobPage(main, jobId) {
         Array.isArray(perClass) ? [h("h4", {}, "Per-class accuracy"), barChart(s.classes || perClass.map((_, i) => `class ${i}`), perClass)] : null));
     }
     if (Array.isArray(evaluations)) parts.push(evaluationsCard(evaluations));
+    if (job.type === "embed" && job.status === "succeeded" && r.map) parts.push(card("Explore", h("a.button.primary", { href: `#/explore/${job.id}`, "data-explore": "" }, "Open the map, neighbours and search")));
     if (job.children || job.type === "sweep") parts.push(await sweepSection(job));
     parts.push(await artifactsCard());
     clear(below, parts);

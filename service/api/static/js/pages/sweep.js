@@ -20,6 +20,7 @@ function differencesTable(differences) {
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td.empty", { colSpan: 6 }, "No seed scored for both methods."))))];
 }
 
+const SCORE_KEYS = ["linear_top1", "knn_top1", "recall_at_1", "map_at_r"];
 const paramText = (params) => Object.entries(params || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
 
 export function childIds(job) {
@@ -37,18 +38,18 @@ export async function sweepSection(job) {
     const meanStd = (s, key) => (s.mean && typeof s.mean[key] === "number")
       ? `${fmtPct(s.mean[key])} ± ${(100 * ((s.std && s.std[key]) || 0)).toFixed(1)}` : "–";
     parts.push(h("h4", {}, "By setting (top-1, mean ± std over seeds)"), h("table", {},
-      h("thead", {}, h("tr", {}, ["Setting", "Runs", "Linear", "kNN"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Setting", "Runs", "Linear", "kNN", "R@1", "MAP@R"].map((t) => h("th", {}, t)))),
       h("tbody", {}, r.summary.map((s) => h("tr", {}, h("td.mono", {}, paramText(s.params)), h("td.num", {}, s.n),
-        h("td.num", {}, meanStd(s, "linear_top1")), h("td.num", {}, meanStd(s, "knn_top1")))))));
+        SCORE_KEYS.map((k) => h("td.num", {}, meanStd(s, k))))))));
   }
   if (Array.isArray(r.differences) && r.differences.length) parts.push(differencesTable(r.differences));
   if (Array.isArray(r.rows) && r.rows.length) {
     parts.push(h("h4", {}, "Runs"), h("table.sweep-rows", {},
-      h("thead", {}, h("tr", {}, ["Job", "Status", "Settings", "Linear", "kNN", "Error"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Job", "Status", "Settings", "Linear", "kNN", "R@1", "MAP@R", "Error"].map((t) => h("th", {}, t)))),
       h("tbody", {}, r.rows.map((row) => h("tr", {},
         h("td.mono", {}, row.job_id ? h("a", { href: `#/job/${row.job_id}` }, shortId(row.job_id)) : "–"),
         h("td", {}, row.status ? badge(row.status) : "–"), h("td.mono", {}, paramText(row.params)),
-        h("td.num", {}, fmtPct(row.scores && row.scores.linear_top1)), h("td.num", {}, fmtPct(row.scores && row.scores.knn_top1)),
+        SCORE_KEYS.map((k) => h("td.num", {}, fmtPct(row.scores && row.scores[k]))),
         h("td.small", {}, row.error || ""))))));
     const ids = childIds(job).slice(0, 10);
     if (ids.length >= 2) parts.push(h("p", {}, h("a.button", { href: `#/compare?ids=${ids.join(",")}` }, `Compare ${ids.length} runs`)));
