@@ -1,5 +1,6 @@
 """The control plane as one object, built once per process from the settings: the database and
-its repositories, the storage, the queue and the lifecycle. The API keeps one in its app state;
+its repositories (jobs, metrics, datasets, artifacts, workers, the model registry, webhooks),
+the storage, the queue and the lifecycle. The API keeps one in its app state;
 a worker process keeps one for its jobs."""
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from service.control.jobs import JobRepo
 from service.control.lifecycle import Lifecycle, Plot
 from service.control.metrics import MetricsRepo
 from service.control.queue import make_celery
+from service.control.registry import ModelRegistry
 from service.control.settings import Settings
 from service.control.storage import LocalStorage
+from service.control.webhooks import WebhookRepo
 from service.control.workers import WorkerRepo
 
 
@@ -34,6 +37,8 @@ class ControlPlane:
         self.datasets = DatasetRepo(self.db, clock)
         self.artifacts = ArtifactRepo(self.db, clock)
         self.workers = WorkerRepo(self.db, clock)
+        self.registry = ModelRegistry(self.db, clock)
+        self.webhooks = WebhookRepo(self.db, clock)
         self.dispatcher = Dispatcher(self.celery, still_queued=self._still_queued, on_sent=self._sent,
                                      retry_in_background=resend_in_background)
         self.lifecycle = Lifecycle(self.db, self.storage, self.dispatcher, settings, clock=clock, plot=plot)
