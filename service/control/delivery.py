@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -44,25 +45,42 @@ def next_attempt_at(created_at: datetime, attempt: int, now: datetime, settings)
 
 
 class Deliverer:
-    def __init__(self, db: Database, settings, *, clock: Clock = SYSTEM, resolve: Resolve = socket.getaddrinfo):
+    """`lock` is held by each database call, and `hold_no_connection` closes the connection after
+    it: a worker's main process forks jobs, and a fork must never copy a database connection in
+    use (worker/forking.py). The sending itself holds neither."""
+
+    def __init__(self, db: Database, settings, *, clock: Clock = SYSTEM, resolve: Resolve = socket.getaddrinfo,
+                 lock: threading.RLock | None = None, hold_no_connection: bool = False):
         self.settings = settings
         self.clock = clock
         self.resolve = resolve
         self.repo = WebhookRepo(db, clock)
+        self.lock = lock or threading.RLock()
+        self.hold_no_connection = hold_no_connection
         self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="dcl-webhook")
         timeout = settings.webhook_timeout_seconds
         self.http = httpx.Client(timeout=httpx.Timeout(timeout, pool=timeout), follow_redirects=False,
                                  trust_env=False, headers={"User-Agent": USER_AGENT})
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        self.http.close()
+    def close(self, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=not wait)
+        if wait:
+            self.http.close()
+
+    def _db(self, call, *args, **kwargs):
+        with self.lock:
+            try:
+                return call(*args, **kwargs)
+            finally:
+                if self.hold_no_connection:
+                    self.repo.db.dispose()
 
     def run_once(self) -> list[tuple[str, str]]:
         """Claim what is due and send it; [(delivery id, its new state)]."""
         now = self.clock.now()
         hold = now + timedelta(seconds=self.settings.webhook_timeout_seconds * 3 + 30)
-        claimed = [c for c in (self.repo.claim(i, now, hold) for i in self.repo.due(now, BATCH)) if c is not None]
+        claimed = [c for c in (self._db(self.repo.claim, i, now, hold) for i in self._db(self.repo.due, now, BATCH))
+                   if c is not None]
         return list(self.pool.map(self._attempt, claimed))
 
     def _attempt(self, claimed: Claimed) -> tuple[str, str]:
@@ -70,9 +88,8 @@ class Deliverer:
         status, error = self.send(claimed)
         at = self.clock.now()
         retry_at = None if error is None else next_attempt_at(claimed.created_at, claimed.attempt, at, self.settings)
-        state = self.repo.record_attempt(claimed, at=at, status_code=status, error=error,
-                                         duration_ms=int(1000 * (time.monotonic() - started)),
-                                         next_attempt_at=retry_at)
+        state = self._db(self.repo.record_attempt, claimed, at=at, status_code=status, error=error,
+                         duration_ms=int(1000 * (time.monotonic() - started)), next_attempt_at=retry_at)
         if error is not None:
             log.info("webhook delivery %s attempt %d: %s (%s)", claimed.id, claimed.attempt, error, state)
         return claimed.id, state
@@ -113,7 +130,7 @@ class Deliverer:
 
     def prune(self) -> int:
         keep = timedelta(days=self.settings.webhook_keep_days)
-        return self.repo.prune(self.clock.now() - keep)
+        return self._db(self.repo.prune, self.clock.now() - keep)
 
 
 def _first_bytes(response: httpx.Response, limit: int = 1024) -> bytes:

@@ -161,8 +161,8 @@ class ModelVersion:
 class RegisteredModel:
     name: str
     created_at: datetime
-    last_version: int
-    """The highest version number given (numbers are never reused, even after a delete)."""
+    latest_version: int | None
+    """The newest version's number (None: none left). Numbers are never reused, even after a delete."""
     version_count: int
     aliases: dict[str, int]
     versions: tuple[ModelVersion, ...] = ()

@@ -131,12 +131,13 @@ class ModelRegistry:
         """A page of the owner's models by name, and how many there are."""
         with self.db.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(registered_models).where(rm.owner == owner)).scalar()
-            count = select(mv.model_id, func.count().label("n")).group_by(mv.model_id).subquery()
-            rows = conn.execute(select(registered_models, func.coalesce(count.c.n, 0).label("n"))
+            count = select(mv.model_id, func.count().label("n"), func.max(mv.version).label("latest")) \
+                .group_by(mv.model_id).subquery()
+            rows = conn.execute(select(registered_models, func.coalesce(count.c.n, 0).label("n"), count.c.latest)
                                 .outerjoin(count, count.c.model_id == rm.id).where(rm.owner == owner)
                                 .order_by(rm.name).limit(limit).offset(offset)).all()
             aliases = self._aliases(conn, [r.id for r in rows])
-        return [RegisteredModel(r.name, r.created_at, r.last_version, int(r.n), aliases.get(r.id, {}))
+        return [RegisteredModel(r.name, r.created_at, r.latest, int(r.n), aliases.get(r.id, {}))
                 for r in rows], int(total)
 
     def get(self, owner: str, name: str) -> RegisteredModel | None:
@@ -147,7 +148,8 @@ class ModelRegistry:
                 return None
             aliases = self._aliases(conn, [row.id]).get(row.id, {})
             versions = self._versions(conn, row.id, name, aliases)
-        return RegisteredModel(row.name, row.created_at, row.last_version, len(versions), aliases, tuple(versions))
+        latest = versions[0].version if versions else None
+        return RegisteredModel(row.name, row.created_at, latest, len(versions), aliases, tuple(versions))
 
     def version(self, owner: str, name: str, *, version: int | None = None,
                 alias: str | None = None) -> ModelVersion | None:
