@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_wait)
 
     p = client_parser("download", "download a job's artifacts (checked against their sha256)")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="a job, or a registered model's version: model:NAME@ALIAS, model:NAME/N")
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--name", action="append", default=None, help="only this artifact (repeatable)")
     p.set_defaults(func=cmd_download)
@@ -84,6 +84,10 @@ def register(subparsers) -> None:
     p.add_argument("job_id")
     p.add_argument("--json", action="store_true", help="JSON lines, one row each")
     p.set_defaults(func=cmd_metrics)
+
+    from service.cli_models import register as register_model_commands
+
+    register_model_commands(subparsers, client_parser)
 
 
 # ---- serve ------------------------------------------------------------------------------
@@ -262,6 +266,8 @@ def cmd_download(args) -> int:
 
     out = Path(args.out)
     with _client(args) as client:
+        if args.job_id.startswith("model:"):  # one version, resolved once: its files all match
+            args.job_id = client.model_version(args.job_id)["job"]
         artifacts = client.artifacts(args.job_id)
         if args.name:
             missing = set(args.name) - {a["name"] for a in artifacts}
