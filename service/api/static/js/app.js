@@ -6,6 +6,7 @@ import { jobsPage } from "./pages/jobs.js";
 import { jobPage } from "./pages/job.js";
 import { comparePage } from "./pages/compare.js";
 import { datasetsPage } from "./pages/datasets.js";
+import { modelsPage } from "./pages/models.js";
 import { newRunPage } from "./pages/newrun.js";
 
 const main = document.getElementById("main");
@@ -15,6 +16,7 @@ const routes = [
   [/^#\/job\/([^/?]+)/, (m) => jobPage(main, decodeURIComponent(m[1])), "jobs"],
   [/^#\/compare/, () => comparePage(main), "compare"],
   [/^#\/datasets/, () => datasetsPage(main), "datasets"],
+  [/^#\/models/, () => modelsPage(main), "models"],
   [/^#\/new/, () => newRunPage(main), "new"],
   [/^#?\/?(jobs)?/, () => jobsPage(main), "jobs"],
 ];
