@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.control.artifacts import ArtifactRepo
 from service.control.clock import SYSTEM, Clock
 from service.control.datasets import DatasetRepo
 from service.control.db import Database
 from service.control.dispatch import Dispatcher
-from service.control.jobs import JobRepo
 from service.control.lifecycle import Lifecycle, Plot
 from service.control.metrics import MetricsRepo
 from service.control.queue import make_celery
@@ -20,7 +18,6 @@ from service.control.registry import ModelRegistry
 from service.control.settings import Settings
 from service.control.storage import LocalStorage
 from service.control.webhooks import WebhookRepo
-from service.control.workers import WorkerRepo
 
 
 class ControlPlane:
@@ -32,16 +29,14 @@ class ControlPlane:
         self._own_celery = celery is None
         self.celery = celery if celery is not None else make_celery(settings)
         self.storage = LocalStorage(Path(settings.artifacts_dir), Path(settings.datasets_dir))
-        self.jobs = JobRepo(self.db, clock)
-        self.metrics = MetricsRepo(self.db)
-        self.datasets = DatasetRepo(self.db, clock)
-        self.artifacts = ArtifactRepo(self.db, clock)
-        self.workers = WorkerRepo(self.db, clock)
-        self.registry = ModelRegistry(self.db, clock)
-        self.webhooks = WebhookRepo(self.db, clock)
         self.dispatcher = Dispatcher(self.celery, still_queued=self._still_queued, on_sent=self._sent,
                                      retry_in_background=resend_in_background)
         self.lifecycle = Lifecycle(self.db, self.storage, self.dispatcher, settings, clock=clock, plot=plot)
+        self.jobs, self.artifacts, self.workers = self.lifecycle.jobs, self.lifecycle.artifacts, self.lifecycle.workers
+        self.metrics = MetricsRepo(self.db)
+        self.datasets = DatasetRepo(self.db, clock)
+        self.registry = ModelRegistry(self.db, clock)
+        self.webhooks = WebhookRepo(self.db, clock)
 
     def _still_queued(self, job_id: str) -> bool:
         job = self.jobs.get(job_id)
