@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def register(subparsers, client_parser) -> None:
@@ -34,7 +35,8 @@ def _client(args):
 
 def version_line(v: dict) -> str:
     """"v2  job_...  linear_top1 91.2 %  sha256 3f2a9c0d1e2b…  [production]"."""
-    scores = "  ".join(f"{k} {100 * s:.1f} %" for k, s in (v.get("scores") or {}).items() if isinstance(s, (int, float)))
+    scores = "  ".join(f"{name} {100 * s:.1f} %" for name, s in (v.get("scores") or {}).items()
+                       if isinstance(s, (int, float)))
     sha = f"sha256 {v['sha256'][:12]}…" if v.get("sha256") else "no encoder file"
     aliases = f"  [{', '.join(v['aliases'])}]" if v.get("aliases") else ""
     return f"v{v['version']}  {v['job']}  {scores or 'no scores'}  {sha}  created {v['created_at']}{aliases}"
@@ -56,8 +58,6 @@ def cmd_models(args) -> int:
         aliases = ", ".join(f"{a}=v{n}" for a, n in model["aliases"].items())
         latest = f"latest v{model['latest_version']}" if model["latest_version"] else "no versions"
         print(f"{model['name']}  {latest}  {model['version_count']} version(s)" + (f"  {aliases}" if aliases else ""))
-    import sys
-
     print(f"{len(found['items'])} of {found['total']} model(s)", file=sys.stderr)
     return 0
 

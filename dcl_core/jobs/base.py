@@ -145,10 +145,11 @@ def _check_encoder_ref(value: str) -> str:
     return value
 
 
-EncoderRef = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra={"pattern": ENCODER_REF}, description=(
-    "A succeeded pretrain job: its id, or a registered model version, `model:NAME@ALIAS` or `model:NAME/VERSION` "
-    "(resolved when the job is submitted; the job id is stored here and the reference in `encoder_model`).")),
-    AfterValidator(_check_encoder_ref)]
+EncoderRef = Annotated[str, Field(
+    min_length=1, max_length=200, json_schema_extra={"pattern": ENCODER_REF}, description=(
+        "A succeeded pretrain job: its id, or a registered model version, `model:NAME@ALIAS` or "
+        "`model:NAME/VERSION` (resolved when the job is submitted; the job id is stored here and the "
+        "reference in `encoder_model`).")), AfterValidator(_check_encoder_ref)]
 EncoderModel = Annotated[str | None, Field(max_length=200, description=(
     "Set by the service: the registered model `encoder_job` named at submit time (model:NAME@ALIAS), if any."))]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from dcl_core.config import ProbeConfig
-from dcl_core.jobs.base import AdmissionContext, EncoderModel, EncoderRef, JobKind, OneDevice, check_encoder_job, check_sources
+from dcl_core.jobs.base import (
+    AdmissionContext, EncoderModel, EncoderRef, JobKind, OneDevice, check_encoder_job, check_sources,
+)
 
 
 class ProbeJob(OneDevice, ProbeConfig):

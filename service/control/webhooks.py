@@ -119,7 +119,8 @@ class WebhookRepo:
     def delete(self, webhook_id: str, owner: str) -> bool:
         """The hook, its deliveries (pending ones are never sent) and their attempts."""
         with self.db.engine.begin() as conn:
-            if not conn.execute(delete(webhooks).where(webhooks.c.id == webhook_id, webhooks.c.owner == owner)).rowcount:
+            mine = [webhooks.c.id == webhook_id, webhooks.c.owner == owner]
+            if not conn.execute(delete(webhooks).where(*mine)).rowcount:
                 return False
             ids = select(wd.id).where(wd.webhook_id == webhook_id).scalar_subquery()
             conn.execute(delete(webhook_attempts).where(wa.delivery_id.in_(ids)))
