@@ -119,6 +119,7 @@ model_versions = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("job_id", String(64), nullable=False, index=True),
     Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("model_id", "job_id", name="uq_model_versions_model_job"),  # a job is one version of a model
 )
 
 model_aliases = Table(

@@ -85,6 +85,24 @@ def test_each_registration_is_the_next_version_with_its_job_scores_and_sha256(st
     assert alice.post("/v1/models", json={"name": name, "job": trained(stack, alice)}).json()["version"] == 3
 
 
+def test_registrations_at_once_get_one_number_each_and_a_job_is_one_version(stack, alice):
+    name, jobs = unique("race"), [trained(stack, alice) for _ in range(3)]
+    answers: list = []
+
+    def register(job_id: str) -> None:
+        with stack[0].client(ALICE) as c:
+            answers.append(c.post("/v1/models", json={"name": name, "job": job_id}))
+
+    threads = [threading.Thread(target=register, args=(job_id,)) for job_id in jobs + jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    made = [r.json() for r in answers if r.status_code == 201]
+    assert sorted(v["version"] for v in made) == [1, 2, 3] and sorted(v["job"] for v in made) == sorted(jobs)
+    assert sorted(r.status_code for r in answers) == [201, 201, 201, 409, 409, 409], [r.text for r in answers]
+
+
 def test_an_alias_points_at_a_version_moves_and_goes(stack, alice):
     name = unique("m")
     for _ in range(2):

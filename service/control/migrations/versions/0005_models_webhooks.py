@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("job_id", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.UniqueConstraint("model_id", "job_id", name="uq_model_versions_model_job"),
     )
     op.create_index("ix_model_versions_job_id", "model_versions", ["job_id"])
     op.create_table(
