@@ -26,6 +26,7 @@ COPY pyproject.toml README.md ./
 COPY dcl_core ./dcl_core
 COPY service ./service
 COPY worker ./worker
+COPY dcl_service ./dcl_service
 # Fails the build if anything pulled torch in, or if `dcl serve` is missing.
 RUN pip install --no-deps . \
     && python -c "import importlib.util as u, sys; sys.exit('torch is in the API image' if u.find_spec('torch') else 0)" \

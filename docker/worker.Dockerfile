@@ -32,6 +32,7 @@ COPY pyproject.toml README.md ./
 COPY dcl_core ./dcl_core
 COPY service ./service
 COPY worker ./worker
+COPY dcl_service ./dcl_service
 RUN pip install -c /tmp/keep-torch.txt ".[postgres,timm,onnx,tracking]" \
     && python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
     && dcl worker --help >/dev/null

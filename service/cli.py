@@ -58,7 +58,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_wait)
 
     p = client_parser("download", "download a job's artifacts (checked against their sha256)")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="a job, or a registered model's version: model:NAME@ALIAS, model:NAME/N")
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--name", action="append", default=None, help="only this artifact (repeatable)")
     p.set_defaults(func=cmd_download)
@@ -109,9 +109,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines, one row each")
     p.set_defaults(func=cmd_metrics)
 
-    from service import cli_explore
+    from service import cli_explore, cli_models
 
     cli_explore.register(subparsers, client_parser)
+    cli_models.register(subparsers, client_parser)
 
 
 # ---- serve ------------------------------------------------------------------------------
@@ -314,6 +315,8 @@ def cmd_download(args) -> int:
 
     out = Path(args.out)
     with _client(args) as client:
+        if args.job_id.startswith("model:"):  # one version, resolved once: its files all match
+            args.job_id = client.model_version(args.job_id)["job"]
         artifacts = client.artifacts(args.job_id)
         if args.name:
             missing = set(args.name) - {a["name"] for a in artifacts}
@@ -331,7 +334,7 @@ def cmd_download(args) -> int:
 
 def cmd_jobs(args) -> int:
     with _client(args) as client:
-        page = client.list_jobs(status=args.status, type=args.type, limit=args.limit, parent=args.parent,
+        page = client.jobs(status=args.status, type=args.type, limit=args.limit, parent=args.parent,
                                 tag=args.tag, q=args.search, method=args.method, encoder=args.encoder,
                                 dataset=args.dataset, sort=SORTS.get(args.sort, args.sort))
     if args.json:

@@ -7,7 +7,7 @@ import torch (the job then sees its GPU as cuda:0). It runs up to `--concurrency
 (DCL_JOBS_PER_GPU, default 1) jobs at once on that GPU. Each job runs in a fresh child process
 of the prefork pool (`worker_max_tasks_per_child=1`), so CUDA never initialises in the
 main process. The main process also runs the reconciler (see worker/reconciler.py)
-unless `--no-reconcile`.
+unless `--no-reconcile`, and the webhook dispatcher (worker/webhooks.py) unless `--no-webhooks`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DEBUG, INFO, WARNING, ... (default INFO, or DCL_LOG_LEVEL)")
     parser.add_argument("--no-reconcile", action="store_true",
                         help="do not run the reconciler in this worker (another process runs it)")
+    parser.add_argument("--no-webhooks", action="store_true",
+                        help="do not send webhook deliveries from this worker (another worker sends them)")
     parser.add_argument("--no-preload", dest="preload", action="store_false",
                         help="do not import torch in the main process (each job's child then imports it)")
     parser.add_argument("--reconcile-interval", type=float, default=None, metavar="SECONDS",
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.app import app
     from worker.forking import guard_sqlalchemy_broker, install_fork_guards
     from worker.reconciler import Reconciler
+    from worker.webhooks import WebhookDispatcher
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -117,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
                      "concurrency": args.concurrency,
                      "pid": pid},
     ).start()
-    install_fork_guards([reconciler.pass_lock, guard_sqlalchemy_broker()])
+    # Sends webhook deliveries (the outbox the lifecycle writes when a job ends).
+    dispatcher = None if args.no_webhooks else WebhookDispatcher(settings).start()
+    install_fork_guards([reconciler.pass_lock] + ([dispatcher.pass_lock] if dispatcher else [])
+                        + [guard_sqlalchemy_broker()])
     argv = [
         "worker",
         f"--hostname={name}",
@@ -137,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         app.worker_main(argv)
     finally:
         reconciler.stop()
+        if dispatcher is not None:
+            dispatcher.stop()
     return 0
 
 

@@ -6,10 +6,11 @@ rule needs to know of the world (datasets, other jobs, the server's files); the 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, NamedTuple, Protocol
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
@@ -160,6 +161,48 @@ def check_batch_fits(config: TrainConfig, images: int | None, field: str = "conf
     if images is not None and config.batch_size > images:
         raise Refusal(field, f"{config.batch_size} is more than the {images} images of {config.dataset.source}; "
                              f"use batch_size <= {images}")
+
+
+MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+"""A registered model's name: 1-100 letters, digits, `_`, `.`, `-` (never `@` or `/`, which refer to its versions)."""
+MODEL_ALIAS = r"[A-Za-z][A-Za-z0-9_.-]{0,63}"
+"""An alias (`production`): starts with a letter, so it is never mistaken for a version number."""
+ENCODER_REF = rf"^(?:[A-Za-z0-9_-]{{1,64}}|model:{MODEL_NAME}(?:@{MODEL_ALIAS}|/[1-9][0-9]{{0,8}}))$"
+"""What `encoder_job` takes: a job id, or a registered model, `model:NAME@ALIAS` or `model:NAME/VERSION`."""
+
+
+class ModelRef(NamedTuple):
+    """`model:NAME@ALIAS` or `model:NAME/VERSION`, parsed."""
+
+    name: str
+    alias: str | None
+    version: int | None
+
+
+def parse_model_ref(ref: str) -> ModelRef | None:
+    """The model an `encoder_job` names, or None when it is a job id (or not an ENCODER_REF)."""
+    if not ref.startswith("model:") or re.fullmatch(ENCODER_REF, ref) is None:
+        return None
+    name, at, alias = ref[len("model:"):].partition("@")
+    if at:
+        return ModelRef(name, alias, None)
+    name, _, version = name.partition("/")
+    return ModelRef(name, None, int(version))
+
+
+def _check_encoder_ref(value: str) -> str:
+    if re.fullmatch(ENCODER_REF, value) is None:
+        raise ValueError("must be a job id (job_...) or a registered model: model:NAME@ALIAS or model:NAME/VERSION")
+    return value
+
+
+EncoderRef = Annotated[str, Field(
+    min_length=1, max_length=200, json_schema_extra={"pattern": ENCODER_REF}, description=(
+        "A succeeded pretrain job: its id, or a registered model version, `model:NAME@ALIAS` or "
+        "`model:NAME/VERSION` (resolved when the job is submitted; the job id is stored here and the "
+        "reference in `encoder_model`).")), AfterValidator(_check_encoder_ref)]
+EncoderModel = Annotated[str | None, Field(max_length=200, description=(
+    "Set by the service: the registered model `encoder_job` named at submit time (model:NAME@ALIAS), if any."))]
 
 
 def check_encoder_job(encoder_job: str, context: AdmissionContext) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
-from dcl_core.config import JOB_ID, ProbeConfig
-from dcl_core.jobs.base import AdmissionContext, JobKind, Labels, OneDevice, check_encoder_job, check_sources
+from dcl_core.config import ProbeConfig
+from dcl_core.jobs.base import (
+    AdmissionContext, EncoderModel, EncoderRef, JobKind, Labels, OneDevice, check_encoder_job, check_sources,
+)
 
 
 class ProbeJob(OneDevice, ProbeConfig, Labels):
     type: Literal["linear_probe"] = "linear_probe"
-    encoder_job: str = Field(min_length=1, max_length=64, pattern=JOB_ID, description="Id of a succeeded pretrain job.")
+    encoder_job: EncoderRef
+    encoder_model: EncoderModel = None
 
 
 def admit(spec: ProbeJob, context: AdmissionContext) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from dcl_core.data.catalog import missing_torchvision_files
 from dcl_core.jobs import JOB_TYPES, Refusal
+from dcl_core.jobs.base import parse_model_ref
 from service.api.guards import has_nul
 from service.control.plane import ControlPlane
 from service.control.queue import multi_device_queue, queue_for
@@ -70,6 +71,25 @@ def admit(spec: BaseModel, owner: str, plane: ControlPlane) -> int:
         raise TooMany(f"this key stores {stored} bytes, its limit is {limit}; delete datasets you no longer need",
                       3600)
     return len(members)
+
+
+def resolve_models(spec: BaseModel, owner: str, plane: ControlPlane) -> BaseModel:
+    """The spec with a registered model its `encoder_job` names (`model:NAME@ALIAS`, `model:NAME/N`)
+    resolved, now, to the version's job id, and the reference kept in `encoder_model`: the job runs
+    the encoder the alias pointed at when it was submitted, wherever the alias moves later."""
+    ref = getattr(spec, "encoder_job", None)
+    if not isinstance(ref, str) or "encoder_model" not in type(spec).model_fields:
+        return spec
+    model = parse_model_ref(ref)
+    if model is None:
+        return spec.model_copy(update={"encoder_model": None}) if spec.encoder_model is not None else spec
+    version = plane.registry.resolve(owner, model)
+    if version is None:
+        what = f"has no alias {model.alias!r}" if model.alias else f"has no version {model.version}"
+        if plane.registry.get(owner, model.name) is None:
+            what = "is not registered (GET /v1/models lists yours)"
+        raise Refusal("encoder_job", f"encoder_job {ref}: model {model.name} {what}", 404)
+    return spec.model_copy(update={"encoder_job": version.job_id, "encoder_model": ref})
 
 
 def non_finite(value: Any, path: str = "") -> str | None:

@@ -25,7 +25,9 @@ from service.api.admission import TooMany
 from service.api.deps import FieldError, too_many
 from service.api.guards import RejectOddUrls
 from service.api.openapi import install as install_openapi
-from service.api.routes import artifacts, dashboard, datasets, events, explore, health, jobs, previews
+from service.api.routes import (
+    artifacts, dashboard, datasets, events, explore, health, jobs, models, previews, webhooks,
+)
 from service.control.lifecycle import Refused
 from service.control.plane import ControlPlane
 from service.control.settings import Settings, get_settings
@@ -169,5 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(previews.router)
     app.include_router(explore.router)
+    app.include_router(models.router)
+    app.include_router(webhooks.router)
     dashboard.mount(app)
     return app

@@ -13,17 +13,22 @@ compare-and-set statements: one caller wins, the others are refused.
     heartbeat    running (held)                      running      lease extended
     progress     running (held)                      running      step and metric rows recorded
     release      running (held)                      queued       message sent again after a wait
-    succeed      running (held)                      succeeded    files recorded, scores recorded, parent settled
-    fail         queued | running                    failed       files recorded, parent settled
-    cancel       queued | running                    cancelled | running (cancel requested)
-    stopped      running                             cancelled    checkpoint published, parent settled
+    succeed      running (held)                      succeeded    files recorded, scores recorded, event recorded,
+                                                                  parent settled
+    fail         queued | running                    failed       files recorded, event recorded, parent settled
+    cancel       queued | running                    cancelled | running (cancel requested)   event recorded (queued)
+    stopped      running                             cancelled    checkpoint published, event recorded, parent settled
     requeue      running, lease expired              queued       message sent
     resend       queued                              queued       message sent
     retry        failed | cancelled                  queued       message sent, parent back to running
-    delete       succeeded | failed | cancelled      -            files deleted, encoder score remade
+    delete       succeeded | failed | cancelled      -            files deleted, encoder score remade (refused while
+                                                                  a model version points at it)
     label        any                                 (unchanged)  name, notes, tags set (not a state change)
     expire_lease running (held by a dead process)    running      lease ended now
-    settle       a parent, no child active           succeeded | cancelled   table and plot written
+    settle       a parent, no child active           succeeded | cancelled   table and plot written, event recorded
+
+"Event recorded": the webhook deliveries its owner's hooks are owed (`webhooks.record_events`),
+written in the transaction of the state change, so there is one per change and none without it.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ from service.control.dispatch import Dispatcher
 from service.control.jobs import JobRepo
 from service.control.models import ArtifactFile, Job
 from service.control.queue import queue_for
+from service.control.registry import versions_of
 from service.control.storage import LocalStorage
+from service.control.webhooks import record_events
 from service.control.workers import WorkerRepo
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,14 @@ class Refused(Exception):
 
 class CapReached(Exception):
     """The owner's queued and running jobs would pass its cap."""
+
+
+class _Registered(Exception):
+    """A delete that would remove jobs model versions point at: (name, version, job id) each."""
+
+    def __init__(self, versions: list[tuple[str, int, str]]):
+        super().__init__(versions)
+        self.versions = versions
 
 
 def describe(job: Job | None) -> str:
@@ -170,10 +185,12 @@ class Lifecycle:
             self.dispatcher.send(job_id, job.queue, countdown=countdown)
 
     def succeed(self, job_id: str, worker: str, result: dict, files: Iterable[ArtifactFile] = ()) -> None:
+        now = self.clock.now()
         with self.db.engine.begin() as conn:
-            if not transitions.succeed(conn, job_id, worker, result, self.clock.now()):
+            if not transitions.succeed(conn, job_id, worker, result, now):
                 raise self._refuse(job_id, "succeed", f"{worker} does not hold it")
             self.artifacts.put(job_id, files, conn=conn)
+            record_events(conn, [job_id], now)
         self._after_end(job_id)
 
     def fail(self, job_id: str, message: str, *, worker: str | None = None, files: Iterable[ArtifactFile] = (),
@@ -181,19 +198,23 @@ class Lifecycle:
         """-> failed with `message` a user can act on. `worker=None`: whoever holds it (the
         reconciler). `keep_checkpoint`: the run's last checkpoint is listed as `checkpoint.pt`."""
         files = list(files) + (self.storage.publish_checkpoint(job_id) if keep_checkpoint else [])
+        now = self.clock.now()
         with self.db.engine.begin() as conn:
-            if not transitions.fail(conn, job_id, worker, message, self.clock.now()):
+            if not transitions.fail(conn, job_id, worker, message, now):
                 raise self._refuse(job_id, "fail", "it is not active" if worker is None else f"{worker} does not hold it")
             self.artifacts.put(job_id, files, conn=conn)
+            record_events(conn, [job_id], now)
         self._after_end(job_id)
 
     def stopped(self, job_id: str, *, worker: str | None = None) -> None:
         """The job stopped after a cancel request: cancelled, its last checkpoint listed."""
         files = self.storage.publish_checkpoint(job_id)
+        now = self.clock.now()
         with self.db.engine.begin() as conn:
-            if not transitions.stopped(conn, job_id, worker, self.clock.now()):
+            if not transitions.stopped(conn, job_id, worker, now):
                 raise self._refuse(job_id, "mark stopped", "it is not active")
             self.artifacts.put(job_id, files, conn=conn)
+            record_events(conn, [job_id], now)
         self._after_end(job_id)
 
     def expire_lease(self, job_id: str, worker: str) -> None:
@@ -238,8 +259,9 @@ class Lifecycle:
         job = self.jobs.get(job_id, owner)
         if job is None or job.terminal:
             raise Refused(job_id, "cancel", describe(job), "it has already ended")
+        now = self.clock.now()
         with self.db.engine.begin() as conn:
-            transitions.cancel(conn, job_id, self.clock.now())
+            record_events(conn, transitions.cancel(conn, job_id, now), now)
         if job.is_parent:
             self.settle_if_done(job_id)
         return self.jobs.get(job_id)  # type: ignore[return-value]
@@ -284,9 +306,19 @@ class Lifecycle:
         return self.jobs.get(job_id)  # type: ignore[return-value]
 
     def delete(self, job_id: str, owner: str | None = None) -> list[str]:
-        """Delete a finished job, its metrics, artifact records and files; a sweep with its members."""
-        with self.db.engine.begin() as conn:
-            ids = transitions.delete_finished(conn, job_id, owner)
+        """Delete a finished job, its metrics, artifact records and files; a sweep with its members.
+        Refused while a registered model's version points at it (or at a member)."""
+        try:
+            with self.db.engine.begin() as conn:
+                ids = transitions.delete_finished(conn, job_id, owner)
+                registered = versions_of(conn, ids) if ids else []
+                if registered:
+                    raise _Registered(registered)  # rolls the delete back
+        except _Registered as kept:
+            name, version, held = kept.versions[0]
+            member = "it" if held == job_id else f"its member {held}"
+            raise self._refuse(job_id, "delete", f"{member} is version {version} of model {name}; delete that version "
+                               f"first (DELETE /v1/models/{name}/versions/{version})", owner) from None
         if ids is None:
             raise self._refuse(job_id, "delete", "it (or one of its members) is queued or running; cancel it first",
                                owner)
@@ -336,10 +368,12 @@ class Lifecycle:
             except Exception:  # the table is the result; a picture that fails must not lose it
                 log.warning("sweep %s: could not draw %s", parent_id, picture.name, exc_info=True)
         status = "cancelled" if parent.cancel_requested else "succeeded"
+        now = self.clock.now()
         with self.db.engine.begin() as conn:
-            if not transitions.settle_parent(conn, parent_id, status, result, self.clock.now()):
+            if not transitions.settle_parent(conn, parent_id, status, result, now):
                 raise self._refuse(parent_id, "settle", "another process settled it, or a member was retried")
             self.artifacts.put(parent_id, files, conn=conn)
+            record_events(conn, [parent_id], now)
         log.info("sweep %s %s: %d members", parent_id, status, len(children))
 
 

@@ -147,3 +147,71 @@ class ChildSummary:
     step: int = 0
     total_steps: int | None = 0
     fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered model's version: a succeeded pretrain job's encoder, its scores (the job's
+    `result.scores`) and the sha256 of its `encoder.safetensors`."""
+
+    name: str
+    version: int
+    job_id: str
+    created_at: datetime
+    aliases: tuple[str, ...] = ()
+    scores: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
+
+    @property
+    def source(self) -> str:
+        """What a probe's or embed's `encoder_job` names to use it."""
+        return f"model:{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    created_at: datetime
+    latest_version: int | None
+    """The newest version's number (None: none left). Numbers are never reused, even after a delete."""
+    version_count: int
+    aliases: dict[str, int]
+    versions: tuple[ModelVersion, ...] = ()
+    """Newest first; filled by `ModelRegistry.get`, empty in listings."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: str
+    owner: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    number: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for one webhook: `pending` (sent again at `next_attempt_at`), `delivered`, or
+    `failed` (given up)."""
+
+    id: str
+    webhook_id: str
+    event_id: str
+    type: str
+    job_id: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+    tries: tuple[DeliveryAttempt, ...] = ()

@@ -1,5 +1,6 @@
 """The control plane as one object, built once per process from the settings: the database and
-its repositories, the storage, the queue and the lifecycle. The API keeps one in its app state;
+its repositories (jobs, metrics, datasets, artifacts, workers, the model registry, webhooks),
+the storage, the queue and the lifecycle. The API keeps one in its app state;
 a worker process keeps one for its jobs."""
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from service.control.dispatch import Dispatcher
 from service.control.lifecycle import Lifecycle, Plot
 from service.control.metrics import MetricsRepo
 from service.control.queue import make_celery
+from service.control.registry import ModelRegistry
 from service.control.settings import Settings
 from service.control.storage import LocalStorage
+from service.control.webhooks import WebhookRepo
 
 
 class ControlPlane:
@@ -32,6 +35,8 @@ class ControlPlane:
         self.jobs, self.artifacts, self.workers = self.lifecycle.jobs, self.lifecycle.artifacts, self.lifecycle.workers
         self.metrics = MetricsRepo(self.db)
         self.datasets = DatasetRepo(self.db, clock)
+        self.registry = ModelRegistry(self.db, clock)
+        self.webhooks = WebhookRepo(self.db, clock)
 
     def _still_queued(self, job_id: str) -> bool:
         job = self.jobs.get(job_id)

@@ -89,6 +89,20 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="How long a finished job waits for MLflow to take what it has not sent yet."
     )
 
+    # Webhooks (sent by the workers' dispatchers).
+    webhook_allow_private: bool = Field(
+        default=False, description="Let webhooks target loopback, private and link-local addresses "
+        "(a receiver on this machine or network); off, they are refused (server-side request forgery guard).",
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="A delivery attempt's time-out.")
+    webhook_retry_seconds: float = Field(default=10.0, gt=0, description="Wait before the first retry; doubles each time.")
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Longest wait between two attempts.")
+    webhook_retry_for_seconds: float = Field(
+        default=86400.0, gt=0, description="A delivery is retried until this long after its event, then given up.")
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, description="How often a dispatcher looks for due deliveries.")
+    webhook_keep_days: float = Field(default=30.0, gt=0, description="Ended deliveries are listed this long.")
+    max_webhooks_per_key: int = Field(default=20, ge=1, description="Webhooks one key may have.")
+
     @field_validator("api_keys", "operator_keys", mode="before")
     @classmethod
     def _split_keys(cls, value):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timezone
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
+    JSON, BigInteger, Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -110,4 +110,77 @@ workers = Table(
     Column("name", String(255), primary_key=True),
     Column("info", JSON, nullable=True),
     Column("seen_at", UTCDateTime, nullable=False),
+)
+
+# ---- the model registry and webhooks (migration 0005) ------------------------------------
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("last_version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("owner", "name", name="uq_registered_models_owner_name"),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("model_id", "job_id", name="uq_model_versions_model_job"),  # a job is one version of a model
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The outbox: one row an event and hook, written in the transaction that ended the job; the
+# worker's dispatcher sends it (and again, with back-off) until it is delivered or given up.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("webhook_id", String(64), nullable=False, index=True),
+    Column("event_id", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("job_id", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("delivery_id", String(64), primary_key=True),
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
 )

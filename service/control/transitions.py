@@ -160,13 +160,16 @@ def stopped(conn, job_id: str, worker: str | None, now: datetime) -> bool:
         status="cancelled", finished_at=now, lease_expires_at=None)).rowcount)
 
 
-def cancel(conn, job_id: str, now: datetime) -> None:
+def cancel(conn, job_id: str, now: datetime) -> list[str]:
     """A queued job (and a parent's queued children) is cancelled at once; a running one gets
-    `cancel_requested`, and its worker stops at its next check."""
+    `cancel_requested`, and its worker stops at its next check. Returns the ids cancelled now."""
+    cancelled: list[str] = []
     for where in ([c.parent_id == job_id], [c.id == job_id]):
-        conn.execute(update(jobs).where(*where, c.status == "queued")
-                     .values(status="cancelled", cancel_requested=True, finished_at=now))
+        cancelled += conn.execute(update(jobs).where(*where, c.status == "queued")
+                                  .values(status="cancelled", cancel_requested=True, finished_at=now)
+                                  .returning(c.id)).scalars().all()
         conn.execute(update(jobs).where(*where, c.status == "running").values(cancel_requested=True))
+    return cancelled
 
 
 def release(conn, job_id: str, worker: str, now: datetime) -> bool:

@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from service.client import parse_sse
+from httpx_sse import EventSource
+
 from service.control.models import ArtifactFile
 from tests.service.conftest import ALICE
 
@@ -36,7 +37,11 @@ def read_stream(api, job_id, headers=None, params=None, timeout=20.0):
 
 
 def events_of(text: str):
-    return list(parse_sse(iter(text.split("\n"))))
+    """The events of a stream's text, read as the client reads them (httpx-sse)."""
+    from service.client import Event
+
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=text.encode())
+    return [Event.parse(e.event, e.data, e.id) for e in EventSource(response).iter_sse()]
 
 
 def test_event_stream_carries_metrics_with_step_ids_until_the_job_ends(alice, api, api_plane):

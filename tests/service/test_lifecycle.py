@@ -1,7 +1,8 @@
 """The job lifecycle, event by state: every allowed transition moves the job to the state the
 table says, with its side effects (broker messages, recorded files, deleted folders) done once;
-every other pair is refused with an error naming the event and the state. On SQLite and
-PostgreSQL, on a clock the test moves (no sleeping)."""
+every other pair is refused with an error naming the event and the state. A job that reaches
+succeeded, failed or cancelled has its webhook event recorded, once. On SQLite and PostgreSQL,
+on a clock the test moves (no sleeping)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from service.control.models import ArtifactFile
 from service.control.plane import ControlPlane
 from service.control.queue import _job_id_of
 from service.control.settings import Settings
+from service.control.webhooks import EVENTS as HOOK_EVENTS
 
 LEASE_S = 60.0
 SPEC = PretrainJob.model_validate({"config": {"encoder": "convnet_small", "device": "cpu", "batch_size": 16,
@@ -36,6 +38,7 @@ def plane(request, tmp_path):
     else:
         db = Database(request.getfixturevalue("postgres_url"), schema=f"dcl_test_{secrets.token_hex(6)}")
     plane = ControlPlane(settings, db=db, clock=FakeClock())
+    plane.webhooks.create("alice", "https://hooks.example/dcl", list(HOOK_EVENTS))  # its events are recorded
     yield plane
     if request.param == "postgres":
         db.drop()
@@ -77,6 +80,12 @@ def make(plane: ControlPlane, state: str) -> str:
     elif state == "failed":
         lc.fail(job.id, "it broke", worker="w1")
     return job.id
+
+
+def events(plane: ControlPlane, job_id: str) -> list[str]:
+    """The webhook events recorded for the job (alice's one hook takes every kind)."""
+    [hook] = plane.webhooks.list("alice")
+    return [d.type for d in plane.webhooks.deliveries(hook.id, limit=500)[0] if d.job_id == job_id]
 
 
 def status(plane: ControlPlane, job_id: str) -> str:
@@ -133,6 +142,8 @@ ALLOWED: dict[str, dict[str, str]] = {
 }
 SENDS = {"release", "requeue", "resend", "retry"}
 """Events whose side effect is one more message for the job on the broker."""
+ENDED = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
+"""The webhook event recorded when a job reaches each state."""
 
 
 def test_the_table_names_every_event_and_state():
@@ -147,6 +158,7 @@ def test_event_in_state(plane, event, state):
     assert status(plane, job_id) == state
     sent_before = messages(plane).count(job_id)
     files_before = {a.name for a in plane.artifacts.list(job_id)}
+    events_before = events(plane, job_id)
     target = ALLOWED[event].get(state)
     if target is None:
         with pytest.raises(Refused) as refused:
@@ -154,6 +166,7 @@ def test_event_in_state(plane, event, state):
         assert str(refused.value).startswith("cannot ") and job_id in str(refused.value)
         assert status(plane, job_id) == state  # nothing moved
         assert messages(plane).count(job_id) == sent_before  # nothing sent
+        assert sorted(events(plane, job_id)) == sorted(events_before)  # nothing recorded
         return
     scored_before = plane.jobs.get(job_id).score
     EVENTS[event](plane.lifecycle, job_id)
@@ -163,6 +176,8 @@ def test_event_in_state(plane, event, state):
         labelled = plane.jobs.get(job_id)
         assert (labelled.name, labelled.tags) == (("renamed", ["t"]) if event == "label" else (None, []))
     assert messages(plane).count(job_id) == sent_before + (event in SENDS)
+    ends = [ENDED[target]] if target in ENDED and target != state else []
+    assert sorted(events(plane, job_id)) == sorted(events_before + ends)  # one, once
     files = {a.name for a in plane.artifacts.list(job_id)}
     if event == "succeed":
         assert files == files_before | {"encoder.json"}
@@ -355,3 +370,31 @@ def test_nothing_but_transitions_writes_a_jobs_status():
                  if p.name not in ("transitions.py", "lifecycle.py", "test_lifecycle.py")
                  and ("import transitions" in p.read_text() or "control.transitions" in p.read_text())]
     assert importers == []
+
+
+def test_a_cancelled_sweep_records_an_event_for_each_queued_member_and_itself(plane):
+    from dcl_core.jobs.sweep import SweepJob
+
+    lc = plane.lifecycle
+    sweep = lc.submit("alice", SweepJob.model_validate({
+        "config": SPEC.config.model_dump(mode="json"), "grid": {"seed": [0, 1]}}))
+    first, second = plane.jobs.children(sweep.id)
+    lc.claim(first.id, "w1")
+    lc.cancel(sweep.id)
+    assert (events(plane, first.id), events(plane, second.id), events(plane, sweep.id)) == ([], ["job.cancelled"], [])
+    lc.stopped(first.id, worker="w1")
+    assert (events(plane, first.id), events(plane, sweep.id)) == (["job.cancelled"], ["job.cancelled"])
+    with pytest.raises(Refused):
+        lc.settle(sweep.id)
+    assert events(plane, sweep.id) == ["job.cancelled"]  # once
+
+
+def test_a_job_a_model_version_points_at_is_not_deleted(plane):
+    job_id = make(plane, "succeeded")
+    plane.registry.register("alice", "digits", job_id)
+    with pytest.raises(Refused, match="it is version 1 of model digits") as refused:
+        plane.lifecycle.delete(job_id)
+    assert not refused.value.missing and status(plane, job_id) == "succeeded"
+    assert plane.storage.run_dir(job_id).exists() and plane.artifacts.list(job_id) == []
+    plane.registry.delete_version("alice", "digits", 1)
+    assert plane.lifecycle.delete(job_id) == [job_id]

@@ -1,5 +1,6 @@
-"""Schema migrations: a job store made by the release before them (0.1.0, no Alembic) is
-upgraded in place at start, its rows intact, on SQLite and PostgreSQL."""
+"""Schema migrations: a job store made by the release before them (0.1.0, no Alembic), or by
+an earlier revision with jobs in it, is upgraded in place at start, its rows intact, on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 from datetime import datetime
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
@@ -19,7 +21,7 @@ from service.control import migrations
 from service.control.db import Database
 from service.control.plane import ControlPlane
 from service.control.settings import Settings
-from service.control.tables import metadata
+from service.control.tables import artifacts, jobs, metadata
 from tests.fixtures.control import submit
 
 # The tables exactly as release 0.1.0's service/store.py created them (metadata.create_all).
@@ -196,6 +198,50 @@ def test_a_0002_store_with_jobs_gets_encoder_links_and_scores(store_at_0002, tmp
         assert [j.id for j in plane.jobs.list("alice", tags=["prod"])[0]] == ["job_probed"]
     finally:
         plane.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_at_0002_with_a_job(request, tmp_path):
+    """(url, schema) of a job store at revision 0002 (parent jobs, before the model registry and
+    webhooks), with a succeeded job and its artifact in it."""
+    if request.param == "sqlite":
+        url, schema = f"sqlite:///{tmp_path}/at-0002.db", None
+    else:
+        url, schema = request.getfixturevalue("postgres_url"), f"at_0002_{secrets.token_hex(4)}"
+    db = Database(url, schema=schema, create=False)
+    with db.engine.begin() as conn:
+        migrations._use_schema(conn, schema)
+        command.upgrade(migrations.alembic_config(conn), "0002")
+    with db.engine.begin() as conn:
+        conn.execute(insert(jobs).values(**{**JOB, "parent_id": None}))
+        conn.execute(insert(artifacts).values(job_id=JOB["id"], name="encoder.safetensors", size=3, sha256="cd" * 32,
+                                              created_at=NOW))
+    db.dispose()
+    yield url, schema
+    if schema is not None:
+        Database(url, schema=schema, create=False).drop()
+
+
+def test_a_store_with_jobs_in_it_gains_the_registry_and_webhooks(store_at_0002_with_a_job, tmp_path):
+    url, schema = store_at_0002_with_a_job
+    plane = ControlPlane(Settings(data_dir=tmp_path / "data"), db=Database(url, schema=schema))
+    try:
+        job = plane.jobs.get(JOB["id"], "alice")
+        assert (job.status, job.result, job.spec_data) == ("succeeded", JOB["result"], JOB["spec"])
+        version = plane.registry.register("alice", "digits", JOB["id"])
+        assert (version.version, version.sha256) == (1, "cd" * 32)
+        hook = plane.webhooks.create("alice", "https://hooks.example/x", ["job.succeeded"])
+        assert plane.webhooks.get(hook.id, "alice") is not None
+        with db_connection(plane) as conn:
+            assert migrations.current(conn) == migrations.head()
+    finally:
+        plane.close()
+
+
+def db_connection(plane):
+    conn = plane.db.engine.connect()
+    migrations._use_schema(conn, plane.db.schema)
+    return conn
 
 
 def test_the_migrated_schema_is_the_one_tables_py_declares(plane):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from dcl_core.files import sha256_file
 from service.api.deps import OwnedJob, PlaneDep
 from service.api.schemas import ArtifactPublic, ArtifactsPublic
+from service.control.plane import ControlPlane
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,14 @@ def artifact_url(job_id: str, name: str) -> str:
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactsPublic)
 def list_artifacts(job: OwnedJob, plane: PlaneDep) -> ArtifactsPublic:
-    items = [ArtifactPublic(name=a.name, size=a.size, sha256=a.sha256, created_at=a.created_at,
-                            url=artifact_url(job.id, a.name)) for a in plane.artifacts.list(job.id)]
-    return ArtifactsPublic(job_id=job.id, items=items)
+    return listed(plane, job.id, lambda name: artifact_url(job.id, name))
+
+
+def listed(plane: ControlPlane, job_id: str, url: Callable[[str], str]) -> ArtifactsPublic:
+    """A job's files, each with the URL that serves it (`url(name)`)."""
+    items = [ArtifactPublic(name=a.name, size=a.size, sha256=a.sha256, created_at=a.created_at, url=url(a.name))
+             for a in plane.artifacts.list(job_id)]
+    return ArtifactsPublic(job_id=job_id, items=items)
 
 
 _verified: dict[tuple, str] = {}
@@ -72,29 +79,37 @@ class ArtifactFile(FileResponse):
         await super().__call__(scope, receive, send)
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}},
-                       400: {"description": "Malformed Range header"},
-                       416: {"description": "Range not satisfiable"},
-                       206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
-                       404: {"description": "No such artifact"},
-                       409: {"description": "The stored file does not match its recorded sha256"}})
+DOWNLOAD_RESPONSES = {200: {"content": {"application/octet-stream": {}, "application/json": {}}},
+                      400: {"description": "Malformed Range header"},
+                      416: {"description": "Range not satisfiable"},
+                      206: {"description": "Partial content (Range)"}, 304: {"description": "Not modified"},
+                      404: {"description": "No such artifact"},
+                      409: {"description": "The stored file does not match its recorded sha256"}}
+"""What a download answers (job artifacts, and a registered model's files)."""
+
+
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
 def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=255)], plane: PlaneDep,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """The file, with its sha256 as `Repr-Digest` (RFC 9530) and as the ETag; Range requests work.
     The file is checked against its recorded sha256 before it is served."""
-    artifact = plane.artifacts.get(job.id, name)
-    path = plane.storage.artifact_path(job.id, artifact.name) if artifact is not None else None
+    return serve(plane, job.id, name, if_none_match)
+
+
+def serve(plane: ControlPlane, job_id: str, name: str, if_none_match: str | None) -> Response:
+    """Job `job_id`'s artifact `name`, checked against its sha256, with Repr-Digest, ETag and Range."""
+    artifact = plane.artifacts.get(job_id, name)
+    path = plane.storage.artifact_path(job_id, artifact.name) if artifact is not None else None
     if artifact is None or path is None:
-        raise HTTPException(404, f"job {job.id} has no artifact {name!r}")
+        raise HTTPException(404, f"job {job_id} has no artifact {name!r}")
     try:
         stat = path.stat()
     except OSError:
-        raise HTTPException(409, f"artifact {name!r} of job {job.id} is missing from the artifact store; "
+        raise HTTPException(409, f"artifact {name!r} of job {job_id} is missing from the artifact store; "
                                  "it cannot be served") from None
     if stat.st_size != artifact.size or file_sha256(path, stat) != artifact.sha256:
-        log.error("artifact %s of %s does not match its recorded sha256", name, job.id)
-        raise HTTPException(409, f"artifact {name!r} of job {job.id} does not match its recorded sha256 "
+        log.error("artifact %s of %s does not match its recorded sha256", name, job_id)
+        raise HTTPException(409, f"artifact {name!r} of job {job_id} does not match its recorded sha256 "
                                  "(damaged or being rewritten); it is not served")
     etag = f'"{artifact.sha256}"'
     digest = base64.b64encode(bytes.fromhex(artifact.sha256)).decode()

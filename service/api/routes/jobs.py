@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dcl_core.jobs import JobSpec
 from dcl_core.jobs.base import MAX_TAGS, Tag
-from service.api.admission import admit, check_room
+from service.api.admission import admit, check_room, resolve_models
 from service.api.deps import INT32_MAX, CurrentKey, JobId, OwnedJob, PlaneDep, SettingsDep, too_many
 from service.api.schemas import JobPatch, JobPublic, JobsPublic, JobStatus, JobType, MetricsPublic
 from service.control.lifecycle import CapReached
@@ -38,6 +38,7 @@ def create_job(spec: Annotated[JobSpec, Body()], response: Response, owner: Curr
                plane: PlaneDep, settings: SettingsDep) -> JobPublic:
     """Submit a job: `pretrain` (a TrainConfig), `linear_probe` or `embed` (of a succeeded pretrain job),
     or `sweep` (one pretrain job per grid point, its children: `GET /v1/jobs?parent=ID`)."""
+    spec = resolve_models(spec, owner, plane)
     queued = admit(spec, owner, plane)
     try:
         job = plane.lifecycle.submit(owner, spec, max_active=settings.max_active_jobs_per_key)

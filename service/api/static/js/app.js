@@ -6,6 +6,7 @@ import { jobsPage } from "./pages/jobs.js";
 import { jobPage } from "./pages/job.js";
 import { comparePage } from "./pages/compare.js";
 import { datasetsPage } from "./pages/datasets.js";
+import { modelsPage } from "./pages/models.js";
 import { newRunPage } from "./pages/newrun.js";
 import { explorePage } from "./pages/explore.js";
 
@@ -17,6 +18,7 @@ const routes = [
   [/^#\/explore\/([^/?]+)/, (m) => explorePage(main, decodeURIComponent(m[1])), "jobs"],
   [/^#\/compare/, () => comparePage(main), "compare"],
   [/^#\/datasets/, () => datasetsPage(main), "datasets"],
+  [/^#\/models/, () => modelsPage(main), "models"],
   [/^#\/new/, () => newRunPage(main), "new"],
   [/^#?\/?(jobs)?/, () => jobsPage(main), "jobs"],
 ];
