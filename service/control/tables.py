@@ -112,7 +112,7 @@ workers = Table(
     Column("seen_at", UTCDateTime, nullable=False),
 )
 
-# ---- the model registry and webhooks (migration 0005) ------------------------------------
+# ---- the model registry and webhooks (migration 0004) ------------------------------------
 
 registered_models = Table(
     "registered_models",

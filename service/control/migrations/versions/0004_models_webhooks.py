@@ -4,8 +4,8 @@ their outbox webhook_deliveries, and webhook_attempts)."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
