@@ -1,7 +1,9 @@
-"""`dcl serve`, and the client commands `dcl upload/submit/status/wait/download/jobs/cancel/retry/tag/note`.
+"""`dcl serve`, and the client commands `dcl upload/submit/status/wait/download/jobs/cancel/retry/
+delete/artifacts/datasets/metrics/tag/note`.
 
 Registered through the `dcl.commands` entry-point group; imports nothing heavy until a
-command runs (so `dcl train` does not pay for FastAPI).
+command runs (so `dcl train` does not pay for FastAPI, and `dcl jobs` starts in a fraction of a
+second: not even the job types' models are imported to list their names).
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ import json
 import sys
 from pathlib import Path
 
-from dcl_core.jobs import JOB_TYPES
+from service.cli_output import children_line, describe, jobs_table, number, size, summary_line, table  # noqa: F401
+
+
+def job_type_names() -> list[str]:
+    """The job types, from the module names of `dcl_core.jobs` (one module a type), without
+    importing them (tests check this equals `JOB_TYPES`)."""
+    import importlib.util
+    import pkgutil
+
+    spec = importlib.util.find_spec("dcl_core.jobs")
+    return sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations) if m.name != "base")
 
 SORTS = {"newest": "-created", "oldest": "created", "best": "-score", "worst": "score"}
 
@@ -30,7 +42,8 @@ def register(subparsers) -> None:
 
     def client_parser(name: str, help: str) -> argparse.ArgumentParser:
         sp = subparsers.add_parser(name, help=help)
-        sp.add_argument("--url", default=None, help="the service (default DCL_URL, http://127.0.0.1:8000)")
+        sp.add_argument("--url", default=None, help="the service (default DCL_URL, else http://127.0.0.1:DCL_PORT, "
+                                                    "else http://127.0.0.1:8000)")
         sp.add_argument("--key", default=None, help="API key (default DCL_API_KEY)")
         return sp
 
@@ -41,7 +54,7 @@ def register(subparsers) -> None:
 
     p = client_parser("submit", "submit a job from a JSON/YAML file; prints the job id")
     p.add_argument("config", help="a job ({\"type\": ..., ...}) or a bare TrainConfig (then --type pretrain)")
-    p.add_argument("--type", choices=sorted(JOB_TYPES), default="pretrain", help="job type when the file has none")
+    p.add_argument("--type", choices=job_type_names(), default="pretrain", help="job type when the file has none")
     p.add_argument("--wait", action="store_true", help="then follow it like `dcl wait`")
     p.add_argument("--name", default=None, help="a name for the job (1-100 characters)")
     p.add_argument("--tag", action="append", default=None, help="a tag (repeatable); find it with `dcl jobs --tag`")
@@ -65,7 +78,7 @@ def register(subparsers) -> None:
 
     p = client_parser("jobs", "list your jobs")
     p.add_argument("--status", default=None)
-    p.add_argument("--type", default=None, choices=sorted(JOB_TYPES))
+    p.add_argument("--type", default=None, choices=job_type_names())
     p.add_argument("--parent", default=None, help="only the children of this job (a sweep's members)")
     p.add_argument("--tag", action="append", default=None, help="only jobs with this tag (repeatable: all of them)")
     p.add_argument("--search", default=None, help="only jobs whose name holds this text")
@@ -100,6 +113,16 @@ def register(subparsers) -> None:
     p.add_argument("job_id")
     p.set_defaults(func=cmd_retry)
 
+    p = client_parser("delete", "delete a finished job with its metrics and files (a sweep: with its members), "
+                                "or an uploaded dataset (ds_...)")
+    p.add_argument("id", help="a job id (job_...) or a dataset id (ds_...)")
+    p.set_defaults(func=cmd_delete)
+
+    p = client_parser("artifacts", "list a job's files: name, size, sha256")
+    p.add_argument("job_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_artifacts)
+
     p = client_parser("datasets", "list your uploaded datasets")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets)
@@ -131,8 +154,11 @@ def cmd_serve(args) -> int:
                         "Set DCL_API_KEYS (or DCL_API_KEYS_FILE), or listen on 127.0.0.1")
     embedded = settings.embedded_broker if args.embedded is None else args.embedded
     settings.ensure_dirs()
-    serve(host, port, args.log_level, embedded,
-          banner=f"dcl: API on http://{host}:{port} (docs: /docs); data in {settings.data_dir}")
+    banner = f"dcl: API on http://{host}:{port} (docs: /docs); data in {settings.data_dir}"
+    if port != 8000:  # the other `dcl` commands look on 8000 unless told
+        local = host if is_loopback(host) else "127.0.0.1"
+        banner += f"\ndcl: in another shell, for the other dcl commands: export DCL_URL=http://{local}:{port}"
+    serve(host, port, args.log_level, embedded, banner=banner)
     return 0
 
 
@@ -192,68 +218,6 @@ def cmd_status(args) -> int:
         return 0
     print(describe(job))
     return 0
-
-
-def describe(job: dict) -> str:
-    p = job["progress"]
-    parts = [f"{job['id']}  {job['type']}  {job['status']}"]
-    if p.get("total_steps"):
-        parts.append(f"step {p['step']}/{p['total_steps']} ({100 * (p.get('fraction') or 0):.0f}%)")
-    if p.get("epoch") is not None:
-        parts.append(f"epoch {p['epoch']:.2f}")
-    if p.get("eta_s") is not None and job["status"] == "running":
-        parts.append(f"eta {int(p['eta_s'])}s")
-    metrics = job.get("latest_metrics") or {}
-    if metrics.get("loss") is not None:
-        parts.append(f"loss {metrics['loss']:.4f}")
-    if job.get("attempts", 0) > 1:
-        parts.append(f"attempts {job['attempts']}")
-    if job.get("children"):
-        parts.append(children_line(job["children"]))
-    if job.get("score") is not None:
-        parts.append(f"score {100 * job['score']:.1f}%")
-    if job.get("name"):
-        parts.append(json.dumps(job["name"], ensure_ascii=False))
-    if job.get("tags"):
-        parts.append(f"[{', '.join(job['tags'])}]")
-    line = "  ".join(parts)
-    if job.get("notes"):
-        line += "\nnotes: " + job["notes"].replace("\n", "\n       ")
-    if job.get("error"):
-        line += f"\nerror: {job['error']}"
-    if job.get("result") and "summary" in job["result"]:
-        line += "".join(f"\n  {summary_line(s)}" for s in job["result"]["summary"])
-        line += "".join(f"\n  {difference_line(d)}" for d in job["result"].get("differences") or [])
-    elif job.get("result"):
-        line += "\nresult: " + json.dumps(job["result"])[:2000]
-    return line
-
-
-def summary_line(summary: dict) -> str:
-    """One row of a sweep's summary: "method=dcl batch_size=32  n=2  linear_top1 91.2 ± 0.4 %"."""
-    params = " ".join(f"{k}={json.dumps(v)}" for k, v in summary["params"].items())
-    scores = "  ".join(f"{name} {100 * mean:.1f} ± {100 * summary['std'][name]:.1f} %"
-                       for name, mean in summary["mean"].items())
-    return f"{params}  n={summary['n']}  {scores or 'no scores'}"
-
-
-def difference_line(diff: dict) -> str:
-    """A sweep's paired difference: "dcl - simclr  batch_size=32  linear_top1 +1.2 points, 95% CI [-0.3, +2.7] (3 pairs)"."""
-    params = " ".join(f"{k}={json.dumps(v)}" for k, v in diff["params"].items())
-    scores = []
-    for name, mean in diff["mean"].items():
-        n, ci = diff["n"][name], diff["ci95"].get(name)
-        interval = f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "n/a"
-        scores.append(f"{name} {100 * mean:+.1f} points, 95% CI {interval} ({n} pair{'s' if n != 1 else ''})")
-    return "  ".join(filter(None, [f"{diff['a']} - {diff['b']}", params, *scores])) + ("" if scores else "  no pairs")
-
-
-def children_line(children: dict) -> str:
-    """"jobs 3/8 done: 2 succeeded, 1 failed, 2 running, 3 queued" (a sweep's members)."""
-    done = children["succeeded"] + children["failed"] + children["cancelled"]
-    counts = ", ".join(f"{children[s]} {s}" for s in ("succeeded", "failed", "cancelled", "running", "queued")
-                       if children[s])
-    return f"jobs {done}/{children['total']} done" + (f": {counts}" if counts else "")
 
 
 def progress_bar(job_id: str, progress: dict, file=None):
@@ -335,13 +299,13 @@ def cmd_download(args) -> int:
 def cmd_jobs(args) -> int:
     with _client(args) as client:
         page = client.jobs(status=args.status, type=args.type, limit=args.limit, parent=args.parent,
-                                tag=args.tag, q=args.search, method=args.method, encoder=args.encoder,
-                                dataset=args.dataset, sort=SORTS.get(args.sort, args.sort))
+                           tag=args.tag, q=args.search, method=args.method, encoder=args.encoder,
+                           dataset=args.dataset, sort=SORTS.get(args.sort, args.sort))
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
-    for job in page["items"]:
-        print(describe(job).splitlines()[0] + f"  created {job['created_at']}")
+    if page["items"]:
+        print(jobs_table(page["items"]))
     print(f"{len(page['items'])} of {page['total']} job(s)", file=sys.stderr)
     return 0
 
@@ -381,6 +345,8 @@ def cmd_cancel(args) -> int:
         job = client.cancel(args.job_id)
     stopping = ""
     if job["cancel_requested"] and job["status"] == "running":
+        from dcl_core.jobs import JOB_TYPES
+
         kind = JOB_TYPES.get(job["type"])
         stopping = (" (stopping at its next step)" if kind is None or kind.can_stop
                     else f" (a {job['type']} job cannot stop mid-run: it runs to its end)")
@@ -394,10 +360,10 @@ def cmd_datasets(args) -> int:
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
-    for d in page["items"]:
-        summary = d["summary"]
-        print(f"{d['id']}  {d['name']}  {summary.get('num_images')} images  {len(summary.get('classes') or [])} classes"
-              f"  {d['bytes']} bytes  created {d['created_at']}")
+    rows = [[d["id"], d["name"], number(d["summary"].get("num_images")), str(len(d["summary"].get("classes") or [])),
+             size(d["bytes"]), d["created_at"][:19]] for d in page["items"]]
+    if rows:
+        print(table(["ID", "NAME", "IMAGES", "CLASSES", "SIZE", "CREATED"], rows, right={2, 3, 4}))
     print(f"{len(page['items'])} of {page['total']} dataset(s)", file=sys.stderr)
     return 0
 
@@ -417,13 +383,29 @@ def cmd_metrics(args) -> int:
             print(json.dumps(row))
         return 0
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    print("\t".join(columns))
-    for row in rows:
-        print("\t".join(_cell(row.get(key)) for key in columns))
+    print(table(columns, [[number(row.get(key)) for key in columns] for row in rows], right=set(range(len(columns)))))
     return 0
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else str(value)
+def cmd_delete(args) -> int:
+    from dcl_core.errors import UserError
+
+    kind = "datasets" if args.id.startswith("ds_") else "jobs" if args.id.startswith("job_") else None
+    if kind is None:
+        raise UserError(f"{args.id!r} is neither a job id (job_...) nor a dataset id (ds_...)")
+    with _client(args) as client:
+        client.request("DELETE", f"/v1/{kind}/{args.id}")
+    print(f"deleted {args.id}")
+    return 0
+
+
+def cmd_artifacts(args) -> int:
+    with _client(args) as client:
+        items = client.artifacts(args.job_id)
+    if args.json:
+        print(json.dumps(items, indent=2))
+        return 0
+    if items:
+        print(table(["NAME", "SIZE", "SHA256"], [[a["name"], size(a["size"]), a["sha256"]] for a in items], right={1}))
+    print(f"{len(items)} file(s); `dcl download {args.job_id} --out DIR` fetches them", file=sys.stderr)
+    return 0

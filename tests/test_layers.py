@@ -20,6 +20,7 @@ WEB_QUEUE_DB = {"fastapi", "starlette", "celery", "kombu", "redis", "sqlalchemy"
 
 ALLOWED_DCL_CORE = {
     "dcl_core", "dcl_core.config", "dcl_core.errors", "dcl_core.files", "dcl_core.cli", "dcl_core.lazy",
+    "dcl_core.field_hints",
     "dcl_core.tracking",
     "dcl_core.jobs", "dcl_core.jobs.base", "dcl_core.jobs.pretrain", "dcl_core.jobs.linear_probe",
     "dcl_core.jobs.embed", "dcl_core.jobs.sweep",

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     reconciler = Reconciler(
         settings, app, interval_s=args.reconcile_interval, reconcile_jobs=not args.no_reconcile,
         worker_info={"node": name, "queues": queues, "gpu": args.gpu, "gpus": gpus, "cpu_devices": cpus,
+                     # Whether this machine has an NVIDIA GPU at all (the dashboard's defaults read
+                     # it); from /dev, not torch: CUDA must stay uninitialised in this process.
+                     "cuda": any(Path("/dev").glob("nvidia[0-9]*")),
                      "concurrency": args.concurrency,
                      "pid": pid},
     ).start()

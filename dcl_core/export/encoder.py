@@ -204,10 +204,11 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     `path` is a run folder holding encoder.safetensors + encoder.json, or the .safetensors
     file itself (its .json beside it), or a Hugging Face-style folder (config.json +
     model.safetensors, see `dcl_core.export.hf`). The module has `feature_dim`, `meta` (the json as a
-    dict) and `transform`, the evaluation preprocessing for uint8 images, so:
+    dict) and `transform`, the evaluation preprocessing for uint8 images (a tensor (B, 3, H, W),
+    a numpy array (B, H, W, 3) or (H, W, 3), a PIL image, or a list of them), so:
 
         enc = load_encoder("run")
-        feats = enc(enc.transform(uint8_images))   # (B, 3, H, W) uint8 -> (B, feature_dim)
+        feats = enc(enc.transform(images))   # uint8 images -> (B, feature_dim)
     """
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
@@ -252,8 +253,7 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
             f"the rebuilt {meta['encoder']!r} has {getattr(encoder, 'feature_dim', None)}"
         )
     transform = EvalTransform(int(meta["image_size"]), tuple(meta["mean"]), tuple(meta["std"]))
-    if isinstance(transform, nn.Module):
-        transform = transform.to(device)
+    transform.device = device  # numpy and PIL input is put on the encoder's device
     # Plain attributes, not submodules: they must not enter the encoder's state_dict.
     object.__setattr__(encoder, "meta", meta)
     object.__setattr__(encoder, "transform", transform)

@@ -15,6 +15,11 @@ class EmbedJob(OneDevice, EmbedConfig, Labels):
     encoder_job: EncoderRef
     encoder_model: EncoderModel = None
 
+    def embed_config(self) -> EmbedConfig:
+        """What the engine runs: the spec without what only the service reads (the encoder job,
+        its model reference, the labels)."""
+        return EmbedConfig.model_validate(self.model_dump(include=set(EmbedConfig.model_fields)))
+
 
 def admit(spec: EmbedJob, context: AdmissionContext) -> None:
     check_sources(spec, context)

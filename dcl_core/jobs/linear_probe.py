@@ -15,6 +15,11 @@ class ProbeJob(OneDevice, ProbeConfig, Labels):
     encoder_job: EncoderRef
     encoder_model: EncoderModel = None
 
+    def probe_config(self) -> ProbeConfig:
+        """What the engine runs: the spec without what only the service reads (the encoder job,
+        its model reference, the labels)."""
+        return ProbeConfig.model_validate(self.model_dump(include=set(ProbeConfig.model_fields)))
+
 
 def admit(spec: ProbeJob, context: AdmissionContext) -> None:
     check_sources(spec, context)

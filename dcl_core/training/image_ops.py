@@ -248,6 +248,54 @@ class EvalTransform(nn.Module):
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}"
 
-    def forward(self, images: Tensor) -> Tensor:
+    device: torch.device | None = None
+    """Where images that are not tensors yet (numpy arrays, PIL images) are put; load_encoder sets it."""
+
+    def forward(self, images) -> Tensor:
+        images = as_image_batch(images, self.device)
         check_images(images)
         return _normalise(resize(to_float(images), self.image_size), self.mean, self.std)
+
+
+IMAGES_HELP = ("give uint8 images as a tensor (B, 3, H, W) or (3, H, W), a numpy array (B, H, W, 3), (H, W, 3) "
+               "or (H, W), a PIL image, or a list of same-sized images")
+
+
+def as_image_batch(images, device: torch.device | None = None) -> Tensor:
+    """A (B, 3, H, W) tensor from what people have at hand: a tensor (B, 3, H, W) or (3, H, W); a
+    numpy array channels-last (B, H, W, 3), (H, W, 3), grey (H, W) or (B, H, W); a PIL image; or
+    a list of those (same size). Grey is repeated to 3 channels."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError(f"no images: {IMAGES_HELP}")
+        parts = [as_image_batch(item, device) for item in images]
+        if len({tuple(p.shape[1:]) for p in parts}) > 1:
+            raise ValueError(f"images of different sizes {sorted({tuple(p.shape[2:]) for p in parts})}: resize them "
+                             "to one size first (the transform resizes a batch, not each image)")
+        return torch.cat(parts)
+    if isinstance(images, Tensor):
+        return images.unsqueeze(0) if images.dim() == 3 and images.shape[0] == 3 else images
+    if type(images).__module__.startswith("PIL."):
+        import numpy as np
+
+        images = np.asarray(images.convert("RGB"))
+    if type(images).__module__ == "numpy":
+        import numpy as np
+
+        array = np.ascontiguousarray(images)
+        if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"expected uint8 (or float in [0, 1]) images, got numpy {array.dtype}: {IMAGES_HELP}")
+        if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] not in (1, 3):
+            raise ValueError(f"a numpy array of shape {array.shape} looks channels-first: numpy images are "
+                             "channels-last, (H, W, 3): pass array.transpose(1, 2, 0), or a tensor")
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] not in (1, 3)):  # grey: (H, W) or (B, H, W)
+            array = np.repeat(array[..., None], 3, axis=-1)
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[-1] not in (1, 3):
+            raise ValueError(f"expected channels-last images, got a numpy array of shape {array.shape}: {IMAGES_HELP}")
+        if array.shape[-1] == 1:
+            array = np.repeat(array, 3, axis=-1)
+        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+        return tensor.to(device) if device is not None else tensor
+    raise TypeError(f"expected images, got {type(images).__name__}: {IMAGES_HELP}")

@@ -20,13 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from dcl_core.errors import UserError
+from dcl_core.field_hints import with_field_hints
 from dcl_core.jobs import JOB_TYPES, Refusal
 from service.api.admission import TooMany
 from service.api.deps import FieldError, too_many
 from service.api.guards import RejectOddUrls
 from service.api.openapi import install as install_openapi
 from service.api.routes import (
-    artifacts, dashboard, datasets, events, explore, health, jobs, models, previews, webhooks,
+    artifacts, dashboard, datasets, docs, events, explore, health, jobs, models, previews, webhooks,
 )
 from service.control.lifecycle import Refused
 from service.control.plane import ControlPlane
@@ -50,6 +51,8 @@ def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     items = []
     for err in errors:
         loc = list(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden" and len(loc) > 2 and loc[0] == "body" and loc[1] in JOB_TYPES:
+            err = with_field_hints([err], [JOB_TYPES[loc[1]].spec], skip=2)[0]  # "did you mean 'batch_size'?"
         if err.get("type") == "json_invalid":  # the loc is a character offset, not a field
             loc = ["body"]
             err = {**err, "msg": f"{err.get('msg')} at character {err['loc'][-1]}; send a JSON object"}
@@ -154,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-supervised contrastive pretraining (DCL, DCLW, SimCLR) as a service: upload "
         "images, submit a job, follow it, download the encoder.",
         lifespan=lifespan,
+        docs_url=None,  # served from vendored files by routes/docs.py, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.plane = ControlPlane(settings, resend_in_background=True)
@@ -173,5 +178,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(explore.router)
     app.include_router(models.router)
     app.include_router(webhooks.router)
+    app.include_router(docs.router)
     dashboard.mount(app)
     return app

@@ -145,7 +145,7 @@ class PreviewUnavailable(Exception):
 def augment_preview(dataset_dir: Path, augment: dict, *, n: int, views: int, image_size: int, seed: int,
                     timeout_s: float) -> bytes:
     """The PNG `dcl show-augment` draws for the dataset's first `n` images and this augment config."""
-    data = dataset_layout(dataset_dir)
+    data = dataset_layout(dataset_dir).resolve()  # the subprocess runs in its own folder
     with tempfile.TemporaryDirectory(prefix="dcl-preview-") as work:
         out = Path(work) / "views.png"
         cmd = [sys.executable, "-m", "dcl_core.cli", "show-augment", str(data), "--out", str(out),
@@ -160,5 +160,12 @@ def augment_preview(dataset_dir: Path, augment: dict, *, n: int, views: int, ima
             message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
             if "No module named 'torch'" in done.stderr or "import of torch halted" in done.stderr:
                 raise PreviewUnavailable(message)
-            raise UserError(message.removeprefix("error: "))
+            raise UserError(_public(message.removeprefix("error: "), Path(dataset_dir), Path(work)))
         return out.read_bytes()
+
+
+def _public(message: str, dataset: Path, work: Path) -> str:
+    """The message without the server's folders (an API answer never shows where files live)."""
+    for path, name in ((dataset.resolve(), "the dataset"), (dataset, "the dataset"), (work.resolve(), "."), (work, ".")):
+        message = message.replace(str(path), name)
+    return message

@@ -7,19 +7,31 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-from httpx_sse import SSEError, connect_sse
+# httpx imports its own command line (click, rich and pygments, where installed: a fifth of a
+# second) at import; this client never uses it, and `dcl status` should start quickly.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+import httpx  # noqa: E402
+from httpx_sse import SSEError, connect_sse  # noqa: E402
 
 from dcl_core.errors import UserError
 from dcl_core.files import sha256_file
 from service.client.records import Event
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def default_url() -> str:
+    """DCL_URL, else the local service on DCL_PORT (the port `dcl serve` listens on), else :8000."""
+    if os.environ.get("DCL_URL"):
+        return os.environ["DCL_URL"]
+    port = os.environ.get("DCL_PORT", "").strip()
+    return f"http://127.0.0.1:{port}" if port else DEFAULT_URL
 
 
 class ApiError(UserError):
@@ -57,7 +69,7 @@ class Transport:
     downloads and event streams."""
 
     def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60.0):
-        self.url = (url or os.environ.get("DCL_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (url or default_url()).rstrip("/")
         key = key or os.environ.get("DCL_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -76,7 +88,7 @@ class Transport:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise UserError(f"cannot reach the service at {self.url} ({exc}); start it with `dcl serve` "
-                            "or pass --url / DCL_URL") from None
+                            "or pass --url / DCL_URL (or DCL_PORT for a local one)") from None
         check(response)
         return response
 

@@ -68,11 +68,15 @@ class JobRepo:
     def list(self, owner: str | None, *, status: str | None = None, type: str | None = None,
              parent: str | None = None, tags: Sequence[str] = (), q: str | None = None,
              method: str | None = None, encoder: str | None = None, dataset: str | None = None,
-             sort: str = "-created", limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+             sort: str = "-created", limit: int = 50, offset: int = 0, top_level: bool = False,
+             ) -> tuple[list[Job], int]:
         """A page of jobs in `sort` order (SORTS; newest first by default), and how many match.
         `tags`: all of them; `q`: in the name, any case; `encoder`: the architecture (config.encoder)
-        or the encoder job a probe or embed scores; `dataset`: a source (`dataset:ID`, or just the ID)."""
+        or the encoder job a probe or embed scores; `dataset`: a source (`dataset:ID`, or just the ID);
+        `top_level`: no sweep members."""
         where = [] if parent is None else [jobs.c.parent_id == parent]
+        if top_level:
+            where.append(jobs.c.parent_id.is_(None))
         if owner is not None:
             where.append(jobs.c.owner == owner)
         if status is not None:

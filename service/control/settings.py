@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -119,11 +120,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_paths(self) -> "Settings":
-        data = self.data_dir
-        self.artifacts_dir = self.artifacts_dir or data / "artifacts"
-        self.datasets_dir = self.datasets_dir or data / "datasets"
-        self.torchvision_root = self.torchvision_root or data / "torchvision"
-        self.cache_dir = self.cache_dir or data / "cache"
+        # Absolute from here on: a subprocess (the augment preview, a job) runs in another folder.
+        self.data_dir = data = Path(os.path.abspath(self.data_dir))
+        absolute = lambda path: Path(os.path.abspath(path)) if path is not None else None  # noqa: E731
+        self.artifacts_dir = absolute(self.artifacts_dir) or data / "artifacts"
+        self.datasets_dir = absolute(self.datasets_dir) or data / "datasets"
+        self.torchvision_root = absolute(self.torchvision_root) or data / "torchvision"
+        self.cache_dir = absolute(self.cache_dir) or data / "cache"
         self.database_url = self.database_url or f"sqlite:///{data.resolve()}/dcl.db"
         self.broker_url = self.broker_url or f"sqla+sqlite:///{data.resolve()}/broker.db"
         return self

@@ -95,3 +95,13 @@ def test_a_sweep_names_the_grid_point_that_cannot_run():
                                     "grid": {"batch_size": [32, 128]}})
     found = refusal(spec, World())
     assert found.field == "grid" and found.message.startswith('grid point {"batch_size": 128}: config.batch_size')
+
+
+@pytest.mark.parametrize("model", [ProbeJob, EmbedJob])
+def test_what_the_engine_runs_holds_none_of_the_services_fields(model):
+    fields = {"train": "builtin:digits", "test": "builtin:digits"} if model is ProbeJob else {"data": "builtin:digits"}
+    spec = model.model_validate({"encoder_job": "job_1", "encoder_model": "model:digits@production",
+                                 "name": "a probe", "tags": ["x"], **fields})
+    config = spec.probe_config() if model is ProbeJob else spec.embed_config()
+    assert type(config).__name__ in ("ProbeConfig", "EmbedConfig")
+    assert not {"encoder_job", "encoder_model", "name", "tags", "notes", "type"} & set(type(config).model_fields)

@@ -17,8 +17,9 @@ def test_datasets_lists_my_uploads_only(dcl, tmp_path):  # noqa: F811
     dataset_id = out.strip()
     code, out, err = dcl("datasets")
     assert code == 0
+    assert out.splitlines()[0].split() == ["ID", "NAME", "IMAGES", "CLASSES", "SIZE", "CREATED"]
     line = next(line for line in out.splitlines() if line.startswith(dataset_id))
-    assert "pets" in line and "6 images" in line
+    assert line.split()[:4] == [dataset_id, "pets", "6", "2"]
     code, out, _ = dcl("datasets", "--json")
     assert dataset_id in {d["id"] for d in json.loads(out)["items"]}
     code, out, _ = dcl("datasets", key=BOB)
@@ -33,9 +34,10 @@ def test_metrics_prints_every_row_of_the_series(dcl, alice, api_plane):  # noqa:
     code, out, _ = dcl("metrics", job_id)
     assert code == 0
     lines = out.splitlines()
-    header = lines[0].split("\t")
+    header = lines[0].split()  # an aligned table: one column a metric
     assert {"step", "loss", "lr"} <= set(header) and len(lines) == 1 + 1205
-    last = dict(zip(header, lines[-1].split("\t")))
+    assert len({len(line) for line in lines}) == 1  # every row as wide as the header
+    last = dict(zip(header, lines[-1].split()))
     assert last["step"] == "1205" and float(last["loss"]) == pytest.approx(-1.205)
     code, out, _ = dcl("metrics", job_id, "--json")
     assert [json.loads(line)["step"] for line in out.splitlines()] == list(range(1, 1206))

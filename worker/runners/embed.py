@@ -9,11 +9,10 @@ from worker.runners import EngineOutcome, Run, runner
 
 @runner("embed")
 def run_embed(spec, run: Run) -> EngineOutcome:
-    from dcl_core.config import EmbedConfig
     from dcl_core.evaluation.explore import run_embed_job
 
     encoder_dir = run.encoder_dir(spec.encoder_job)
-    config = EmbedConfig.model_validate(spec.model_dump(exclude={"type", "encoder_job"}))
+    config = spec.embed_config()
     try:
         result = run_embed_job(encoder_dir, config, run.run_dir, run.env, hooks=run.hooks)
     except StopRequested:

@@ -9,11 +9,10 @@ from worker.runners import EngineOutcome, Run, runner
 
 @runner("linear_probe")
 def run_linear_probe(spec, run: Run) -> EngineOutcome:
-    from dcl_core.config import ProbeConfig
     from dcl_core.evaluation.probe import run_probe
 
     encoder_dir = run.encoder_dir(spec.encoder_job)
-    config = ProbeConfig.model_validate(spec.model_dump(exclude={"type", "encoder_job"}))
+    config = spec.probe_config()
     try:
         result = run_probe(encoder_dir, config, run.env, hooks=run.hooks)
     except StopRequested:  # cancelled or out of time: the hooks know which

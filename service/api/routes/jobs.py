@@ -76,9 +76,12 @@ def list_jobs(owner: CurrentKey, plane: PlaneDep,
                   "Only jobs reading this data: a source (dataset:ID, builtin:digits, torchvision:cifar10) or a dataset id."))] = None,
               sort: Annotated[Literal["created", "-created", "score", "-score"], Query(description=(
                   "created: oldest first; -created: newest first; score / -score: by the primary score, "
-                  "jobs without one last."))] = "-created") -> JobsPublic:
+                  "jobs without one last."))] = "-created",
+              top_level: Annotated[bool, Query(description="Only jobs that are no sweep's member.")] = False,
+              ) -> JobsPublic:
     items, total = plane.jobs.list(owner, status=status, type=type, limit=limit, offset=offset, parent=parent,
-                                   tags=tag, q=q, method=method, encoder=encoder, dataset=dataset, sort=sort)
+                                   tags=tag, q=q, method=method, encoder=encoder, dataset=dataset, sort=sort,
+                                   top_level=top_level)
     summaries = plane.jobs.children_summary([j.id for j in items if j.is_parent])
     return JobsPublic(items=[JobPublic.from_job(j, summaries.get(j.id)) for j in items],
                       total=total, limit=limit, offset=offset)

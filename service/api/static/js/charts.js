@@ -7,6 +7,19 @@ export const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "
 // Steps are whole numbers: no 1.5 on the axis.
 const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p)).sort((a, b) => a - b);
 
+// Tick labels with as many decimals as the step between ticks needs: 0.0150, 0.0155 (uPlot's own
+// labels can print 0.015 twice for a learning rate).
+export function tickLabels(splits, incr) {
+  if (!incr || !splits.length) return splits.map((v) => fmtNumber(v));
+  const top = Math.max(...splits.map(Math.abs));
+  if (top !== 0 && (top < 1e-3 || top >= 1e5)) {
+    const digits = Math.max(1, Math.min(8, Math.ceil(Math.log10(top / incr) - 1e-9)));
+    return splits.map((v) => (v === 0 ? "0" : v.toExponential(digits)));
+  }
+  const decimals = Math.max(0, Math.min(10, Math.ceil(-Math.log10(incr) - 1e-9)));
+  return splits.map((v) => v.toFixed(decimals));
+}
+
 // Vertical dashed lines where a new attempt (a resume after a worker loss) starts.
 function markersPlugin(getMarkers) {
   return {
@@ -42,13 +55,17 @@ export function lineChart(target, { title, xLabel, series, markers, height = 220
   const opts = {
     width: width(),
     height,
-    
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: false } },
     axes: [
       { label: xLabel, labelSize: 18, size: 36, grid: { stroke: "#eef0f3" }, stroke: "#6b7280",
         incrs: xLabel === "step" ? STEP_INCRS : undefined },
-      { size: 64, grid: { stroke: "#eef0f3" }, stroke: "#6b7280" },
+      { size: 64, grid: { stroke: "#eef0f3" }, stroke: "#6b7280",
+        values: (u, splits, axis, space, incr) => {
+          const labels = yFormat ? splits.map(yFormat) : tickLabels(splits, incr);
+          box.dataset.yticks = labels.join("|");  // what the axis shows, for the tests
+          return labels;
+        } },
     ],
     series: [{ label: xLabel, value: (u, v) => fmtNumber(v, 3) },
       ...series.map((s, i) => ({

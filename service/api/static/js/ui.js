@@ -119,3 +119,32 @@ export function parseHashQuery() {
   const q = location.hash.split("?")[1] || "";
   return new URLSearchParams(q);
 }
+
+// A running job whose steps are all done is scoring its encoder (`evaluate`) or saving it: no ETA.
+export function finishingPhase(job) {
+  const p = job.progress || {};
+  if (job.status !== "running" || !p.total_steps || p.step < p.total_steps) return null;
+  return job.spec && job.spec.config && job.spec.config.evaluate ? "evaluating" : "finishing";
+}
+
+// What a job trained, in a few words; a sweep shows its grid ("method dcl/simclr · batch_size 64/128"),
+// not the base config's values the grid overrides.
+export function jobLabel(job) {
+  const grid = (job.spec && job.spec.grid) || null;
+  if (grid) return Object.entries(grid).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join("/") : v}`).join(" · ");
+  const f = jobFacts(job);
+  return [f.method, f.batch && `batch ${f.batch}`, f.encoder].filter(Boolean).join(" · ");
+}
+
+// The best member of a sweep by one score (linear top-1, else kNN top-1, else the first there is):
+// {name, value, index} or null.
+export function bestScore(scoreSets) {
+  const names = [...new Set(scoreSets.flatMap((s) => Object.keys(s || {})))];
+  const name = ["linear_top1", "knn_top1"].find((n) => names.includes(n)) || names[0];
+  let best = null;
+  scoreSets.forEach((s, index) => {
+    const v = s && s[name];
+    if (typeof v === "number" && (!best || v > best.value)) best = { name, value: v, index };
+  });
+  return best;
+}

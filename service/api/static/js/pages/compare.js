@@ -2,7 +2,7 @@
 // A sweep among them adds its table and chart.
 import { get } from "../api.js";
 import { PALETTE, lineChart } from "../charts.js";
-import { badge, card, clear, errorBox, fmtNumber, fmtPct, h, jobFacts, parseHashQuery, shortId } from "../ui.js";
+import { badge, card, clear, errorBox, fmtNumber, fmtPct, h, jobFacts, jobLabel, parseHashQuery, shortId } from "../ui.js";
 import { loadSeries } from "./job.js";
 import { childIds, sweepSection } from "./sweep.js";
 
@@ -38,8 +38,9 @@ export async function comparePage(main) {
   }
   const jobs = await Promise.all(ids.map((id) => get(`/v1/jobs/${id}`).catch((err) => ({ id, missing: err }))));
   const found = jobs.filter((j) => !j.missing);
-  const legend = h("div.legend", {}, found.map((j, i) => h("span.legend-item", {},
-    h("span.swatch", { style: { background: PALETTE[i % PALETTE.length] } }), h("a.mono", { href: `#/job/${j.id}` }, shortId(j.id)))));
+  const names = legendNames(found);
+  const legend = h("div.legend", {}, found.map((j, i) => h("span.legend-item", { "data-legend": j.id },
+    h("span.swatch", { style: { background: PALETTE[i % PALETTE.length] } }), h("a.mono", { href: `#/job/${j.id}`, title: j.id }, names[i]))));
   const curves = h("div.charts");
   const sweeps = found.filter((j) => j.children || j.type === "sweep");
   clear(main,
@@ -54,7 +55,7 @@ export async function comparePage(main) {
   const loaded = await Promise.all(found.map((j) => loadSeries(j.id).then((x) => x.series).catch(() => null)));
   const tables = loaded.map((s) => (s ? s.columns("step", ["loss"]) : [[], []]));
   const chart = lineChart(curves, { title: "Loss against step", xLabel: "step",
-    series: found.map((j, i) => ({ label: shortId(j.id), color: PALETTE[i % PALETTE.length] })), height: 300 });
+    series: found.map((j, i) => ({ label: names[i], color: PALETTE[i % PALETTE.length] })), height: 300 });
   chart.setData(tables.some((t) => t[0].length) ? uPlot.join(tables) : [[], ...found.map(() => [])]);
   curves.dataset.points = String(tables.reduce((n, t) => n + t[0].length, 0));
 }
@@ -97,5 +98,17 @@ async function pickerCard(ids) {
     h("div.picker", {}, items.map((j) => h("label.pick", {},
       h("input", { type: "checkbox", value: j.id, checked: chosen.has(j.id), onchange: (e) => {
         e.target.checked ? chosen.add(j.id) : chosen.delete(j.id); update(); } }),
-      h("span.mono", {}, shortId(j.id)), badge(j.status), h("span.muted.small", {}, [j.type, jobFacts(j).method, jobFacts(j).batch && `batch ${jobFacts(j).batch}`].filter(Boolean).join(" · "))))));
+      h("span.mono", {}, shortId(j.id)), badge(j.status), h("span.muted.small", {}, [j.type, jobLabel(j)].filter(Boolean).join(" · "))))));
+}
+
+// Each job named by what sets it apart ("batch_size=16, temperature=0.2"): the config fields that
+// differ, without the "config." prefix; its short id where nothing differs.
+export function legendNames(jobs) {
+  const rows = configDiff(jobs).filter(([k]) => k !== "type");
+  return jobs.map((j, i) => {
+    const parts = rows.map(([k, vals]) => `${k.replace(/^config\./, "")}=${typeof vals[i] === "object" && vals[i] !== null
+      ? JSON.stringify(vals[i]) : vals[i] ?? "—"}`);
+    const text = parts.join(", ");
+    return !text ? shortId(j.id) : text.length > 60 ? `${text.slice(0, 57)}…` : text;
+  });
 }

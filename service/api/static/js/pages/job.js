@@ -3,8 +3,8 @@
 // Cancel and retry call the API and show what it says.
 import { download, followEvents, get, post, request } from "../api.js";
 import { barChart, lineChart } from "../charts.js";
-import { badge, card, clear, errorBox, fmtAgo, fmtBytes, fmtDuration, fmtNumber, fmtPct, fmtTime, h, jobFacts,
-  kv, progressBar, scoreText, shortId } from "../ui.js";
+import { badge, card, clear, errorBox, finishingPhase, fmtAgo, fmtBytes, fmtDuration, fmtNumber, fmtPct, fmtTime, h,
+  jobFacts, kv, progressBar, scoreText, shortId } from "../ui.js";
 import { labelsCard } from "../labels.js";
 import { sweepSection } from "./sweep.js";
 
@@ -57,10 +57,12 @@ export async function jobPage(main, jobId) {
   const side = h("div.side", {}, labelsBox, details);
   const below = h("div");
   const liveState = h("span.live-state.small.muted");
-  clear(main, head, alerts, h("div.job-grid", {}, h("div", {}, facts, card(h("span", {}, "Training curves ", liveState),
+  // Only a job that trains has curves (a probe, an embed or a sweep itself logs none).
+  const curves = job.type === "pretrain" || series.list().length ? card(h("span", {}, "Training curves ", liveState),
     h("div.xtoggle", {}, "x axis: ", ...["step", "epoch"].map((x) => h("label", {},
       h("input", { type: "radio", name: "xaxis", value: x, checked: x === "step", onchange: () => { xAxis = x; rebuild(); } }), ` ${x}`))),
-    chartsBox), below), side));
+    chartsBox) : null;
+  clear(main, head, alerts, h("div.job-grid", {}, h("div", {}, facts, curves, below), side));
 
   let xAxis = "step";
   let charts = [];
@@ -92,7 +94,10 @@ export async function jobPage(main, jobId) {
       e.target.disabled = true;
       try { job = await post(`/v1/jobs/${jobId}/cancel`); drawAll(); } catch (err) { showAlert(err); e.target.disabled = false; }
     } }, job.cancel_requested ? "Cancelling…" : "Cancel"));
-    else actions.append(h("button", { "data-action": "retry", onclick: async () => {
+    // Retry queues a failed or cancelled job again; a finished sweep, its failed or cancelled members.
+    const kids = job.children;
+    const retryable = ["failed", "cancelled"].includes(job.status) || (kids && kids.failed + kids.cancelled > 0);
+    if (!active && retryable) actions.append(h("button", { "data-action": "retry", onclick: async () => {
       try {
         const created = await post(`/v1/jobs/${jobId}/retry`);
         location.hash = `#/job/${(created && created.id) || jobId}`;
@@ -113,7 +118,8 @@ export async function jobPage(main, jobId) {
     clear(facts, h("div.stats", {},
       stat("Progress", h("div", {}, progressBar(job), h("span.small", {}, p.total_steps ? `step ${p.step} of ${p.total_steps}` : `step ${p.step || 0}`))),
       stat("Epoch", fmtNumber(p.epoch, 2)),
-      stat(job.status === "running" ? "ETA" : "Run time", job.status === "running" ? fmtDuration(p.eta_s) : fmtDuration(p.elapsed_s)),
+      stat(job.status === "running" ? "ETA" : "Run time", job.status !== "running" ? fmtDuration(p.elapsed_s)
+        : finishingPhase(job) ? h("span", { "data-phase": finishingPhase(job) }, finishingPhase(job)) : fmtDuration(p.eta_s)),
       stat("Loss", fmtNumber(f.loss)),
       stat("Scores", scoreText(f.scores)),
       stat("Attempts", String(job.attempts))));

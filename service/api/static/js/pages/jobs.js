@@ -1,9 +1,10 @@
 // Jobs: newest first (or by score), filtered by status, type, name and tags, a page at a time,
-// refreshed every few seconds.
+// refreshed every few seconds. A sweep's members are listed under it (collapsed; ▸ opens them),
+// and the sweep shows its best score.
 import { get, schema } from "../api.js";
 import { tagChips } from "../labels.js";
-import { badge, clear, errorBox, fmtAgo, fmtDuration, fmtNumber, h, jobFacts, parseHashQuery, progressBar,
-  scoreText, shortId } from "../ui.js";
+import { badge, bestScore, clear, errorBox, finishingPhase, fmtAgo, fmtDuration, fmtNumber, fmtPct, h, jobFacts,
+  parseHashQuery, progressBar, scoreText, shortId } from "../ui.js";
 
 const PAGE = 25;
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -32,6 +33,8 @@ export async function jobsPage(main) {
   const state = { status: q.get("status") || "", type: q.get("type") || "", offset: Number(q.get("offset") || 0),
     sort: q.get("sort") || "-created", text: [q.get("q") || "", ...q.getAll("tag").map((t) => `tag:${t}`)].join(" ").trim() };
   const selected = new Set();
+  const open = new Set(q.get("open") ? q.get("open").split(",") : []);  // sweeps shown with their members
+  const members = new Map();  // sweep id -> its members (newest first), read when it is open or running
   const types = await jobTypes();
 
   const select = (name, options) => h("select", { "data-filter": name, onchange: (e) => {
@@ -76,16 +79,21 @@ export async function jobsPage(main) {
     compareBtn.textContent = selected.size ? `Compare selected (${selected.size})` : "Compare selected";
   };
 
-  const row = (job) => {
+  const row = (job, member = false) => {
     const f = jobFacts(job);
     const p = job.progress || {};
     const kids = job.children;
     const grid = (job.spec && job.spec.grid) || {};  // a sweep: show the swept values, not the base's
     const swept = (key, base) => (Array.isArray(grid[key]) ? grid[key].join(" / ") : base);
-    return h("tr", { "data-job": job.id, "data-status": job.status },
+    const toggle = kids ? h("button.ghost.small.toggle", { "data-toggle": job.id, "aria-expanded": String(open.has(job.id)),
+      title: open.has(job.id) ? "hide its members" : "show its members",
+      onclick: () => { open.has(job.id) ? open.delete(job.id) : open.add(job.id); load(); } }, open.has(job.id) ? "▾" : "▸") : null;
+    const best = kids ? sweepBestFrom(job, members.get(job.id)) : null;
+    return h("tr", { "data-job": job.id, "data-status": job.status, "data-parent": member ? job.parent : null,
+      class: member ? "member" : null },
       h("td", {}, h("input", { type: "checkbox", checked: selected.has(job.id), "aria-label": `select ${job.id}`,
         onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); updateCompare(); } })),
-      h("td", {}, job.name
+      h("td", {}, toggle, job.name
         ? [h("a.job-name", { href: `#/job/${job.id}`, title: job.id }, job.name), h("div.small.muted.mono", {}, shortId(job.id))]
         : h("a.mono", { href: `#/job/${job.id}`, title: job.id }, shortId(job.id)), tagChips(job.tags, pickTag)),
       h("td", {}, badge(job.status)),
@@ -95,9 +103,10 @@ export async function jobsPage(main) {
       h("td", {}, f.encoder || "–"),
       h("td", {}, progressBar(job), h("span.small.muted", {},
         p.total_steps ? `${p.step} / ${p.total_steps}` : (kids ? `${kids.succeeded + kids.failed + kids.cancelled} / ${kids.total}` : ""))),
-      h("td.num", {}, job.status === "running" ? fmtDuration(p.eta_s) : "–"),
+      h("td.num", {}, job.status !== "running" ? "–" : finishingPhase(job) || fmtDuration(p.eta_s)),
       h("td.num", {}, fmtNumber(f.loss)),
-      h("td", {}, scoreText(f.scores)),
+      h("td", { "data-best": best ? best.value : null }, best ? `best ${best.name.replace("_top1", "").replace("_", " ")} ${fmtPct(best.value)}`
+        : scoreText(f.scores)),
       h("td", { title: job.created_at }, fmtAgo(job.created_at)));
   };
 
@@ -112,11 +121,18 @@ export async function jobsPage(main) {
     const filter = parseFilter(state.text);
     if (filter.q) params.set("q", filter.q);
     for (const t of filter.tags) params.append("tag", t);
+    // Members sit under their sweep, unless a name or tag filter looks for them one by one.
+    if (!filter.q && !filter.tags.length) params.set("top_level", "true");
     try {
       const page = await get(`/v1/jobs?${params}`);
       if (gone) return;
       clear(message);
-      clear(tbody, page.items.length ? page.items.map(row) :
+      // Members of the open sweeps, and of running ones (for their best score so far).
+      await Promise.all(page.items.filter((j) => j.children && (open.has(j.id) || j.status === "running" || !(j.result && j.result.rows)))
+        .map(async (j) => { members.set(j.id, (await get(`/v1/jobs?parent=${encodeURIComponent(j.id)}&limit=500`)).items); }));
+      if (gone) return;
+      clear(tbody, page.items.length ? page.items.flatMap((j) => [row(j),
+        ...(open.has(j.id) ? (members.get(j.id) || []).slice().reverse().map((m) => row(m, true)) : [])]) :
         h("tr", {}, h("td.empty", { colSpan: 12 }, page.total ? "No jobs on this page." :
           h("span", {}, "No jobs yet. ", h("a", { href: "#/new" }, "Start a run"), "."))));
       const first = page.total ? page.offset + 1 : 0;
@@ -131,4 +147,10 @@ export async function jobsPage(main) {
   }
   await load();
   return () => { gone = true; clearTimeout(timer); clearTimeout(typing); };
+}
+
+// A sweep's best score: from its table once it has ended, else from the members that have scores.
+function sweepBestFrom(job, members) {
+  const rows = (job.result && job.result.rows) || null;
+  return bestScore(rows ? rows.map((r) => r.scores) : (members || []).map((m) => jobFacts(m).scores));
 }
