@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         default=16 * GiB, ge=1, description="Largest embed-job index file the API memory-maps to answer neighbours "
         "and searches (409 above)."
     )
+    preview_max_memory_bytes: int = Field(
+        default=6 * GiB, ge=256 * 1024 * 1024, description="Address-space limit of an augment preview's subprocess "
+        "(torch alone maps ~3 GiB); a preview that needs more is a 422."
+    )
     sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream polls the job store.")
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, description="Comment line sent on an idle event stream.")
     sse_max_stream_seconds: float = Field(
