@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A queued job not started this long after its message is sent again."
     )
     max_job_runtime_s: float | None = Field(default=None, gt=0, description="Server cap on one job's run time.")
+    max_model_params: int = Field(
+        default=2_000_000_000, ge=1, description="Largest encoder a pretrain job may ask for, as estimated at submit "
+        "from its timm encoder_kwargs (embed_dim, depth, mlp_ratio); 422 above."
+    )
     worker_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz counts workers seen this recently.")
     jobs_per_gpu: int = Field(
         default=1, ge=1, le=64, description="Jobs one worker runs at once on its GPU, each in its own process."
