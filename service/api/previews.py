@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -151,13 +152,21 @@ def augment_preview(dataset_dir: Path, augment: dict, *, n: int, views: int, ima
             message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
             if "No module named 'torch'" in done.stderr or "import of torch halted" in done.stderr:
                 raise PreviewUnavailable(message)
-            if done.returncode == OUT_OF_MEMORY:
+            if done.returncode == OUT_OF_MEMORY or done.returncode < 0:  # < 0: killed (a failed allocation)
+                died = f" (it died of {_signal_name(-done.returncode)})" if done.returncode < 0 else ""
                 raise PreviewTooLarge(
-                    f"drawing it needs more than the preview's {max_memory_bytes >> 20} MiB of memory "
+                    f"drawing it needs more than the preview's {max_memory_bytes >> 20} MiB of memory{died} "
                     "(DCL_PREVIEW_MAX_MEMORY_BYTES); ask for fewer images (n) or a smaller image_size, "
                     "or resize the dataset's images")
             raise UserError(_public(message.removeprefix("error: "), Path(dataset_dir), Path(work)))
         return out.read_bytes()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal: no name
+        return f"signal {number}"
 
 
 def _public(message: str, dataset: Path, work: Path) -> str:
