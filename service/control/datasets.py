@@ -15,9 +15,10 @@ class DatasetRepo:
         self.db = db
         self.clock = clock
 
-    def create(self, owner: str, name: str, summary: dict, bytes: int, *, id: str | None = None) -> Dataset:
+    def create(self, owner: str, name: str, summary: dict, bytes: int, *, id: str | None = None,
+               sha256: str | None = None) -> Dataset:
         row = dict(id=id or new_id("ds"), owner=owner, name=name, summary=summary, bytes=int(bytes),
-                   created_at=self.clock.now())
+                   created_at=self.clock.now(), sha256=sha256)
         with self.db.engine.begin() as conn:
             conn.execute(insert(datasets).values(**row))
         return Dataset(**row)

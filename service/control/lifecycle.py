@@ -364,7 +364,7 @@ class Lifecycle:
             picture.unlink(missing_ok=True)
             try:
                 self.plot(result, picture)
-                files.append(self.storage.file_info(parent_id, picture.name))
+                files.append(self.storage.keep_file(parent_id, picture.name))
             except Exception:  # the table is the result; a picture that fails must not lose it
                 log.warning("sweep %s: could not draw %s", parent_id, picture.name, exc_info=True)
         status = "cancelled" if parent.cancel_requested else "succeeded"
