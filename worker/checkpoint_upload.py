@@ -26,13 +26,14 @@ class CheckpointUploader:
         self.storage, self.job_id, self.run_dir, self.metrics_name = storage, job_id, Path(run_dir), metrics_name
         self.uploaded = 0
         self._numbers = itertools.count()
-        self._pending: tuple[Path, Path | None] | None = None
+        self._pending: tuple[Path, Path | None, str | None] | None = None
         self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"checkpoint-upload-{job_id}")
         self._thread.start()
 
-    def submit(self, checkpoint: Path) -> None:
+    def submit(self, checkpoint: Path, sha256: str | None = None) -> None:
+        """Queue `checkpoint` (its sha256 when the engine knows it: not hashed again)."""
         folder = Path(checkpoint).parent / SNAPSHOTS
         folder.mkdir(exist_ok=True)
         n = next(self._numbers)
@@ -46,7 +47,7 @@ class CheckpointUploader:
         if metrics_copy is not None:
             shutil.copyfile(metrics, metrics_copy)
         with self._cond:
-            replaced, self._pending = self._pending, (snapshot, metrics_copy)
+            replaced, self._pending = self._pending, (snapshot, metrics_copy, sha256)
             self._cond.notify()
         if replaced is not None:
             _remove(replaced)
@@ -78,7 +79,7 @@ class CheckpointUploader:
         self._thread.join()
 
 
-def _remove(item: tuple[Path, Path | None]) -> None:
-    for path in item:
+def _remove(item: tuple[Path, Path | None, str | None]) -> None:
+    for path in item[:2]:
         if path is not None:
             Path(path).unlink(missing_ok=True)

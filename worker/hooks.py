@@ -177,5 +177,5 @@ class JobHooks:
     def on_checkpoint(self, path: Path, sha256: str) -> None:
         self.checkpoints.append((str(path), sha256))
         if self.uploader is not None:
-            self.uploader.submit(path)
+            self.uploader.submit(path, sha256)
         log.info("job %s: checkpoint %s (sha256 %s)", self.job_id, path, sha256[:12])

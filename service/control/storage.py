@@ -133,14 +133,14 @@ class LocalStorage:
                 self.remote.get_file(self.object_name(job_id, item["name"]), path)
         return folder
 
-    def upload_checkpoint(self, job_id: str, checkpoint: Path, metrics: Path | None) -> None:
+    def upload_checkpoint(self, job_id: str, checkpoint: Path, metrics: Path | None, sha256: str | None = None) -> None:
         """Put a checkpoint (and the metrics log up to it) in the store, the log first: a resume
         drops log rows past its checkpoint, but cannot make up missing ones."""
         if self.remote is None:
             return
         if metrics is not None and metrics.is_file():
             self.remote.put_file(key("jobs", job_id, CHECKPOINT_OBJECTS, "metrics.jsonl"), metrics)
-        self.remote.put_file(key("jobs", job_id, CHECKPOINT_OBJECTS, "last.pt"), checkpoint)
+        self.remote.put_file(key("jobs", job_id, CHECKPOINT_OBJECTS, "last.pt"), checkpoint, sha256)
 
     def fetch_checkpoint(self, job_id: str, checkpoint: Path, metrics: Path) -> bool:
         """Bring the newest uploaded checkpoint (and its metrics log) into an empty run folder:
