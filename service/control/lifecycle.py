@@ -307,7 +307,9 @@ class Lifecycle:
 
     def delete(self, job_id: str, owner: str | None = None) -> list[str]:
         """Delete a finished job, its metrics, artifact records and files; a sweep with its members.
-        Refused while a registered model's version points at it (or at a member)."""
+        Refused while a registered model's version points at it (or at a member). An object
+        store that does not answer stops it before anything changes."""
+        self.storage.check_reachable()
         try:
             with self.db.engine.begin() as conn:
                 ids = transitions.delete_finished(conn, job_id, owner)

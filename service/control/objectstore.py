@@ -179,6 +179,11 @@ class S3Store:
             self._call(f"delete {prefix}", self.client.delete_objects, Bucket=self.url.bucket,
                        Delete={"Objects": chunk, "Quiet": True})
 
+    def ping(self) -> None:
+        """One cheap request: StoreUnavailable (after patience_s) when the store does not answer."""
+        self._call("reach the bucket", self.client.list_objects_v2, Bucket=self.url.bucket, MaxKeys=1,
+                   Prefix=self._full(""))
+
     def delete(self, name: str) -> None:
         self._call(f"delete {name}", self.client.delete_object, Bucket=self.url.bucket, Key=self._full(name))
 

@@ -152,6 +152,11 @@ class LocalStorage:
         self.remote.get_file(key("jobs", job_id, CHECKPOINT_OBJECTS, "metrics.jsonl"), metrics)
         return True
 
+    def check_reachable(self) -> None:
+        """Before a change that must reach the store (deleting): StoreUnavailable now, not halfway."""
+        if self.remote is not None:
+            self.remote.ping()
+
     def delete_job(self, job_id: str) -> None:
         if self.remote is not None:
             self.remote.delete_prefix(key("jobs", job_id))
@@ -224,7 +229,7 @@ class LocalStorage:
         When remote: the store is asked first (unreachable: nothing changes), then the record
         goes, then the object and this machine's link (other caches age out by themselves)."""
         if self.remote is not None:
-            self.remote.list(key("datasets", dataset_id))
+            self.check_reachable()
             forget()
             self.discard_dataset(dataset_id)
             return

@@ -182,3 +182,15 @@ def test_checkpoints_upload_in_the_background_and_the_newest_is_resumed_elsewher
     assert (target / "checkpoints" / "last.pt").read_bytes() == b"weights at 4"
     assert (target / "metrics.jsonl").read_text() == '{"step": 4}\n'
     assert not there.fetch_checkpoint("job_5", target / "x.pt", target / "m")
+
+
+def test_an_unreachable_store_stops_a_delete_before_the_record_goes(tmp_path, monkeypatch):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    from tests.fixtures.servers import free_port
+
+    dead = S3Store(parse_storage_url("s3://gone/p"), endpoint_url=f"http://127.0.0.1:{free_port()}", patience_s=1)
+    forgotten = []
+    with pytest.raises(StoreUnavailable):
+        remote_storage(tmp_path, dead).remove_dataset("ds_0003", lambda: forgotten.append(True))
+    assert forgotten == []
