@@ -27,7 +27,7 @@ ALLOWED_DCL_CORE = {
     "dcl_core.data", "dcl_core.data.archive", "dcl_core.data.catalog", "dcl_core.data.decode",
     "dcl_core.data.inspection", "dcl_core.data.npz", "dcl_core.data.stored", "dcl_core.data.tree",
     "dcl_core.models", "dcl_core.models.encoders",
-    "dcl_core.training", "dcl_core.training.methods",
+    "dcl_core.training", "dcl_core.training.methods", "dcl_core.training.paths",
     "dcl_core.experiments", "dcl_core.experiments.sweep",
     "dcl_core.evaluation", "dcl_core.evaluation.index",
 }
