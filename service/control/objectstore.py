@@ -68,6 +68,21 @@ def key(*parts: str) -> str:
     return "/".join(parts)
 
 
+_REFUSALS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "ExpiredToken")
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """The reason when the store answers but will not serve this set-up (no retry helps)."""
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return "no credentials found"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        return code if code in _REFUSALS else None
+    return None
+
+
 def _transient(exc: BaseException) -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -105,6 +120,11 @@ class S3Store:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
+                refused = _refusal(exc)
+                if refused:
+                    raise StoreUnavailable(f"the {self} refused to {what} ({refused}); check the bucket name "
+                                           "and the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or an "
+                                           "AWS profile)") from None
                 if not _transient(exc):
                     raise
                 if time.monotonic() + wait > deadline:

@@ -194,3 +194,12 @@ def test_an_unreachable_store_stops_a_delete_before_the_record_goes(tmp_path, mo
     with pytest.raises(StoreUnavailable):
         remote_storage(tmp_path, dead).remove_dataset("ds_0003", lambda: forgotten.append(True))
     assert forgotten == []
+
+
+def test_a_missing_bucket_is_named_at_once_not_retried(endpoint, monkeypatch):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    store = S3Store(parse_storage_url("s3://no-such-bucket/p"), endpoint_url=endpoint.url, patience_s=60)
+    with pytest.raises(StoreUnavailable, match="NoSuchBucket") as caught:
+        store.ping()
+    assert "object store s3://no-such-bucket/p" in str(caught.value)
