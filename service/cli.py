@@ -132,10 +132,11 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines, one row each")
     p.set_defaults(func=cmd_metrics)
 
-    from service import cli_explore, cli_models
+    from service import cli_explore, cli_models, cli_storage
 
     cli_explore.register(subparsers, client_parser)
     cli_models.register(subparsers, client_parser)
+    cli_storage.register(subparsers)
 
 
 # ---- serve ------------------------------------------------------------------------------

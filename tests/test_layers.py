@@ -28,7 +28,7 @@ ALLOWED_DCL_CORE = {
     "dcl_core.data.inspection", "dcl_core.data.npz", "dcl_core.data.npz_rows", "dcl_core.data.stored",
     "dcl_core.data.tree",
     "dcl_core.models", "dcl_core.models.encoders", "dcl_core.models.timm_kwargs",
-    "dcl_core.training", "dcl_core.training.methods",
+    "dcl_core.training", "dcl_core.training.methods", "dcl_core.training.paths",
     "dcl_core.experiments", "dcl_core.experiments.sweep",
     "dcl_core.evaluation", "dcl_core.evaluation.index",
 }

@@ -126,6 +126,7 @@ class JobHooks:
         self.epoch: float | None = None
         self.last_metrics: dict[str, Any] = {}
         self.checkpoints: list[tuple[str, str]] = []
+        self.uploader = None  # a CheckpointUploader when the job's files go to an object store
         self.stop_reason: str | None = None
         self._next_cancel_poll = 0.0
 
@@ -175,4 +176,6 @@ class JobHooks:
 
     def on_checkpoint(self, path: Path, sha256: str) -> None:
         self.checkpoints.append((str(path), sha256))
+        if self.uploader is not None:
+            self.uploader.submit(path, sha256)
         log.info("job %s: checkpoint %s (sha256 %s)", self.job_id, path, sha256[:12])

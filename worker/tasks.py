@@ -19,13 +19,16 @@ from pathlib import Path
 
 from dcl_core.errors import UserError
 from dcl_core.tracking import SinkHooks
+from dcl_core.training.paths import CHECKPOINT, METRICS
 from service.control.lifecycle import Refused
+from service.control.objectstore import StoreUnavailable
 from service.control.models import Job
 from service.control.plane import ControlPlane
 from service.control.queue import RUN_JOB
 from service.control.settings import get_settings
 from worker import gpu_memory
 from worker.app import app
+from worker.checkpoint_upload import CheckpointUploader
 from worker.hooks import STOP_CANCELLED, STOP_LEASE_LOST, STOP_TIMEOUT, Heartbeat, JobHooks, LeaseLost
 from worker.leases import dead_sibling
 from worker.runners import RUNNERS, Run, build_data_env, load_runners
@@ -157,19 +160,29 @@ def _run_claimed(job: Job, *, plane: ControlPlane, worker: str, tracking: SinkHo
             if runner is None:
                 raise UserError(f"job type {job.type!r} has no runner on this worker; choose one of {sorted(RUNNERS)}")
             run_dir.mkdir(parents=True, exist_ok=True)
+            if plane.storage.remote is not None:
+                hooks.uploader = prepare_remote(job, plane, run_dir)
             outcome = runner(job.spec, Run(run_dir, build_data_env(settings), tracking, plane.storage))
+            if not outcome.stopped and not hooks.stop_reason:
+                files = plane.storage.save_job_files(job.id)  # uploaded while the lease is still renewed
         except LeaseLost:
             log.warning("job %s: lease lost at step %s, leaving the job to its new holder", job.id, hooks.step)
             return "lost"
         except UserError as exc:
             log.info("job %s failed: %s", job.id, exc)
             return _end_failed(lifecycle, job.id, worker, hooks, _clip(str(exc) or type(exc).__name__))
+        except StoreUnavailable as exc:
+            log.error("job %s failed: %s", job.id, exc)
+            return _end_failed(lifecycle, job.id, worker, hooks, f"{exc}; the job can be retried once it is back")
         except OSError as exc:
             log.exception("job %s failed writing or reading a file", job.id)
             return _end_failed(lifecycle, job.id, worker, hooks, disk_message(exc, settings) or _error_message(exc))
         except Exception as exc:
             log.exception("job %s failed with an unexpected error", job.id)
             return _end_failed(lifecycle, job.id, worker, hooks, _error_message(exc))
+        finally:
+            if hooks.uploader is not None:
+                hooks.uploader.close()
 
     reason = hooks.stop_reason if (outcome.stopped or hooks.stop_reason) else None
     try:
@@ -188,7 +201,6 @@ def _run_claimed(job: Job, *, plane: ControlPlane, worker: str, tracking: SinkHo
         if outcome.stopped:  # stopped, but not by us: a failure rather than a success
             lifecycle.fail(job.id, "the engine stopped before the end without a reason (see worker log)", worker=worker)
             return "failed"
-        files = plane.storage.job_files(job.id)
         result = dict(outcome.result)
         result.setdefault("run_time_s", round(time.monotonic() - started, 3))
         lifecycle.succeed(job.id, worker, result, files)
@@ -197,6 +209,30 @@ def _run_claimed(job: Job, *, plane: ControlPlane, worker: str, tracking: SinkHo
         return "lost"
     log.info("job %s succeeded in %.1f s: %s", job.id, time.monotonic() - started, ", ".join(f.name for f in files))
     return "succeeded"
+
+
+def prepare_remote(job: Job, plane: ControlPlane, run_dir: Path) -> CheckpointUploader:
+    """With an object store: the job's datasets in this machine's cache, the newest uploaded
+    checkpoint in an empty run folder (the job ran on another machine before), and the uploader
+    of the checkpoints this run makes."""
+    for dataset_id in dataset_ids(job.spec_data):
+        dataset = plane.datasets.get(dataset_id)
+        if dataset is not None:  # a missing one fails in the engine, with its message
+            plane.storage.dataset_folder(dataset.id, dataset.sha256)
+    if plane.storage.fetch_checkpoint(job.id, run_dir / CHECKPOINT, run_dir / METRICS):
+        log.info("job %s: resuming from the checkpoint uploaded by its previous worker", job.id)
+    return CheckpointUploader(plane.storage, job.id, run_dir, METRICS)
+
+
+def dataset_ids(spec) -> set[str]:
+    """The ids of the uploaded datasets (`dataset:ID`) a spec names, wherever it names them."""
+    if isinstance(spec, str):
+        return {spec.partition(":")[2]} if spec.startswith("dataset:") else set()
+    if isinstance(spec, dict):
+        spec = list(spec.values())
+    if isinstance(spec, list):
+        return set().union(*(dataset_ids(item) for item in spec)) if spec else set()
+    return set()
 
 
 def wait_for_gpu_memory(job: Job, *, plane: ControlPlane, worker: str) -> str | None:

@@ -36,10 +36,8 @@ from dcl_core.training.device import autocast_dtype, resolve_device
 from dcl_core.training.image_ops import EvalTransform
 from dcl_core.training.losses import build_loss
 from dcl_core.training.optim import build_optimizer, build_scheduler
+from dcl_core.training.paths import CHECKPOINT, METRICS
 from dcl_core.training.step import COMPILE_MODE, build_model, make_train_step, view_maker
-
-CHECKPOINT = Path("checkpoints") / "last.pt"
-METRICS = "metrics.jsonl"
 
 
 @dataclass

@@ -31,6 +31,7 @@ from service.api.routes import (
     artifacts, dashboard, datasets, docs, events, explore, health, jobs, models, previews, webhooks,
 )
 from service.control.lifecycle import Refused
+from service.control.objectstore import StoreUnavailable
 from service.control.plane import ControlPlane
 from service.control.settings import Settings, get_settings
 
@@ -100,6 +101,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _user(request: Request, exc: UserError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "errors": []}, status_code=422)
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
+
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
         return JSONResponse({"detail": "client disconnected"}, status_code=400)
@@ -162,7 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.plane = ControlPlane(settings, resend_in_background=True)
+    app.state.plane = ControlPlane(settings, resend_in_background=True,
+                                   store_patience_s=settings.store_api_wait_seconds)
     app.state.key_owners = settings.api_key_hashes()
     app.state.operator_owners = settings.operator_owners()
     app.state.registry, latency = health.make_registry(app.state)

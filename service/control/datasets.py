@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 
 from service.control.clock import Clock, SYSTEM
 from service.control.db import Database, new_id
@@ -15,9 +15,10 @@ class DatasetRepo:
         self.db = db
         self.clock = clock
 
-    def create(self, owner: str, name: str, summary: dict, bytes: int, *, id: str | None = None) -> Dataset:
+    def create(self, owner: str, name: str, summary: dict, bytes: int, *, id: str | None = None,
+               sha256: str | None = None) -> Dataset:
         row = dict(id=id or new_id("ds"), owner=owner, name=name, summary=summary, bytes=int(bytes),
-                   created_at=self.clock.now())
+                   created_at=self.clock.now(), sha256=sha256)
         with self.db.engine.begin() as conn:
             conn.execute(insert(datasets).values(**row))
         return Dataset(**row)
@@ -42,6 +43,11 @@ class DatasetRepo:
         where = [datasets.c.id == dataset_id] + ([datasets.c.owner == owner] if owner is not None else [])
         with self.db.engine.begin() as conn:
             return bool(conn.execute(delete(datasets).where(*where)).rowcount)
+
+    def set_sha256(self, dataset_id: str, sha256: str) -> None:
+        """Record the sha256 of a dataset's packed form (`dcl storage migrate`)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(sha256=sha256))
 
     def stored_bytes(self, owner: str) -> int:
         """Bytes a key stores: its datasets and its jobs' artifacts (as recorded, never by listing files)."""

@@ -307,7 +307,9 @@ class Lifecycle:
 
     def delete(self, job_id: str, owner: str | None = None) -> list[str]:
         """Delete a finished job, its metrics, artifact records and files; a sweep with its members.
-        Refused while a registered model's version points at it (or at a member)."""
+        Refused while a registered model's version points at it (or at a member). An object
+        store that does not answer stops it before anything changes."""
+        self.storage.check_reachable()
         try:
             with self.db.engine.begin() as conn:
                 ids = transitions.delete_finished(conn, job_id, owner)
@@ -364,7 +366,7 @@ class Lifecycle:
             picture.unlink(missing_ok=True)
             try:
                 self.plot(result, picture)
-                files.append(self.storage.file_info(parent_id, picture.name))
+                files.append(self.storage.keep_file(parent_id, picture.name))
             except Exception:  # the table is the result; a picture that fails must not lose it
                 log.warning("sweep %s: could not draw %s", parent_id, picture.name, exc_info=True)
         status = "cancelled" if parent.cancel_requested else "succeeded"

@@ -116,6 +116,8 @@ class Dataset:
     summary: dict[str, Any]
     bytes: int
     created_at: datetime
+    sha256: str | None = None
+    """Of the dataset's packed form in an object store (its cache key); None in a shared folder."""
 
     @property
     def num_images(self) -> int | None:

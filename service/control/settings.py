@@ -17,6 +17,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.control.objectstore import parse_storage_url
+
 GiB = 1024**3
 
 
@@ -32,6 +34,23 @@ class Settings(BaseSettings):
     torchvision_root: Path | None = Field(default=None, description="Default {data_dir}/torchvision.")
     cache_dir: Path | None = Field(default=None, description="Default {data_dir}/cache.")
     allow_download: bool = Field(default=False, description="Let jobs download torchvision datasets.")
+    storage_url: str = Field(
+        default="", description="Where datasets, checkpoints and artifacts are kept: file://{data_dir} (the default, "
+        "a folder API and workers share) or s3://BUCKET/PREFIX (any S3-compatible store; credentials and region from "
+        "the standard AWS variables and files).",
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="The S3 endpoint (MinIO and others); unset: AWS.")
+    presigned_downloads: bool = Field(
+        default=False, description="With s3://, answer an artifact download by a 307 to a short-lived presigned URL.")
+    presigned_url_seconds: int = Field(default=300, ge=1, le=7 * 86400, description="How long a presigned URL works.")
+    store_retry_seconds: float = Field(
+        default=300.0, gt=0, description="How long a worker waits and retries while the object store is unreachable.")
+    store_api_wait_seconds: float = Field(
+        default=5.0, gt=0, description="How long an API request waits for the object store before answering 503.")
+    dataset_cache_bytes: int = Field(
+        default=20 * GiB, ge=0, description="With s3://, the size of a machine's dataset cache (least recently used "
+        "datasets are removed past it).",
+    )
 
     # The API.
     host: str = "127.0.0.1"
@@ -137,6 +156,8 @@ class Settings(BaseSettings):
         self.cache_dir = absolute(self.cache_dir) or data / "cache"
         self.database_url = self.database_url or f"sqlite:///{data.resolve()}/dcl.db"
         self.broker_url = self.broker_url or f"sqla+sqlite:///{data.resolve()}/broker.db"
+        self.storage_url = self.storage_url or f"file://{data}"
+        parse_storage_url(self.storage_url)  # a ValueError names DCL_STORAGE_URL and the two forms
         return self
 
     @property

@@ -91,6 +91,7 @@ datasets = Table(
     Column("summary", JSON, nullable=False),
     Column("bytes", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("sha256", String(64), nullable=True),  # of its packed form in an object store; None in a folder
 )
 
 artifacts = Table(

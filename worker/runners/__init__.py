@@ -35,7 +35,7 @@ class Run:
 
     def encoder_dir(self, encoder_job: str) -> Path:
         """The folder of a succeeded pretrain job's encoder files."""
-        folder = self.storage.run_dir(encoder_job)
+        folder = self.storage.fetch_job(encoder_job)  # from the object store, when there is one
         if not (folder / "encoder.safetensors").is_file():
             raise UserError(f"encoder_job {encoder_job!r} has no encoder.safetensors; "
                             "name a pretrain job that succeeded")

@@ -18,6 +18,8 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from dcl_core.files import sha256_file
 from service.api.deps import OwnedJob, PlaneDep
 from service.api.schemas import ArtifactPublic, ArtifactsPublic
+from service.api.store_download import StoredObject
+from service.control.models import Artifact
 from service.control.plane import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ def download_artifact(job: OwnedJob, name: Annotated[str, PathParam(max_length=2
 def serve(plane: ControlPlane, job_id: str, name: str, if_none_match: str | None) -> Response:
     """Job `job_id`'s artifact `name`, checked against its sha256, with Repr-Digest, ETag and Range."""
     artifact = plane.artifacts.get(job_id, name)
+    if artifact is not None and plane.storage.remote is not None:
+        return serve_stored(plane, job_id, artifact, if_none_match)
     path = plane.storage.artifact_path(job_id, artifact.name) if artifact is not None else None
     if artifact is None or path is None:
         raise HTTPException(404, f"job {job_id} has no artifact {name!r}")
@@ -111,10 +115,48 @@ def serve(plane: ControlPlane, job_id: str, name: str, if_none_match: str | None
         log.error("artifact %s of %s does not match its recorded sha256", name, job_id)
         raise HTTPException(409, f"artifact {name!r} of job {job_id} does not match its recorded sha256 "
                                  "(damaged or being rewritten); it is not served")
-    etag = f'"{artifact.sha256}"'
-    digest = base64.b64encode(bytes.fromhex(artifact.sha256)).decode()
-    headers = {"ETag": etag, "Repr-Digest": f"sha-256=:{digest}:", "Cache-Control": "private, no-cache"}
-    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+    headers = _headers(artifact)
+    if _not_modified(headers, if_none_match):
         return Response(status_code=304, headers=headers)
-    return ArtifactFile(path, filename=artifact.name, headers=headers, stat_result=stat,
-                        media_type="application/octet-stream" if not name.endswith(".json") else "application/json")
+    return ArtifactFile(path, filename=artifact.name, headers=headers, stat_result=stat, media_type=_media(name))
+
+
+def _headers(artifact: Artifact) -> dict[str, str]:
+    digest = base64.b64encode(bytes.fromhex(artifact.sha256)).decode()
+    return {"ETag": f'"{artifact.sha256}"', "Repr-Digest": f"sha-256=:{digest}:", "Cache-Control": "private, no-cache"}
+
+
+def _not_modified(headers: dict[str, str], if_none_match: str | None) -> bool:
+    return if_none_match is not None and headers["ETag"] in [t.strip() for t in if_none_match.split(",")]
+
+
+def _media(name: str) -> str:
+    return "application/octet-stream" if not name.endswith(".json") else "application/json"
+
+
+def serve_stored(plane: ControlPlane, job_id: str, artifact: Artifact, if_none_match: str | None) -> Response:
+    """An artifact in the object store: checked by its recorded size and sha256 against the
+    object's, then streamed (or, with DCL_PRESIGNED_DOWNLOADS, a 307 to a presigned URL: the
+    caller's key was checked before, and the URL names this one object for a few minutes)."""
+    store = plane.storage.remote
+    try:
+        key = plane.storage.object_name(job_id, artifact.name)
+    except ValueError:
+        raise HTTPException(404, f"job {job_id} has no artifact {artifact.name!r}") from None
+    found = store.head(key)
+    if found is None:
+        raise HTTPException(409, f"artifact {artifact.name!r} of job {job_id} is missing from the {store}; "
+                                 "it cannot be served")
+    if found["size"] != artifact.size or found["sha256"] != artifact.sha256:
+        log.error("artifact %s of %s does not match its recorded sha256 in the store", artifact.name, job_id)
+        raise HTTPException(409, f"artifact {artifact.name!r} of job {job_id} does not match its recorded sha256 "
+                                 "(damaged or being rewritten); it is not served")
+    headers = _headers(artifact)
+    if _not_modified(headers, if_none_match):
+        return Response(status_code=304, headers=headers)
+    if plane.settings.presigned_downloads:
+        url = store.presign(key, artifact.name, plane.settings.presigned_url_seconds)
+        return Response(status_code=307, headers={**headers, "Location": url, "Cache-Control": "no-store"})
+    filename = artifact.name.rsplit("/", 1)[-1]
+    headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return StoredObject(store, key, artifact.size, headers=headers, media_type=_media(artifact.name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import secrets
+from functools import partial
 import shutil
 from typing import Annotated
 
@@ -92,7 +93,6 @@ async def _upload(request: Request, response: Response, owner: str, plane, setti
     received = await receive_upload(request, work, settings.max_upload_bytes)
     dataset_id = f"ds_{secrets.token_hex(8)}"
     checking = work / dataset_id
-    final = storage.dataset_dir(dataset_id)
     try:
         if stored + received.size > settings.max_stored_bytes_per_key:
             raise too_many(f"this upload would take the key past its storage limit of "
@@ -112,15 +112,16 @@ async def _upload(request: Request, response: Response, owner: str, plane, setti
         if stored + size > settings.max_stored_bytes_per_key:
             raise too_many(f"this dataset unpacks to {size} bytes, which would take the key past its storage "
                            f"limit of {settings.max_stored_bytes_per_key} bytes", 3600)
-        await anyio.to_thread.run_sync(storage.add_dataset, dataset_id, checking)
+        sha256 = await anyio.to_thread.run_sync(storage.add_dataset, dataset_id, checking)
         name = (received.fields.get("name") or received.filename)[:255]
-        row = await run_in_threadpool(plane.datasets.create, owner, name, summary.to_dict(), size, id=dataset_id)
+        row = await run_in_threadpool(partial(plane.datasets.create, owner, name, summary.to_dict(), size,
+                                              id=dataset_id, sha256=sha256))
     except BaseException:
         # Nothing half-made stays: not the received file, not the extracted tree.
         received.path.unlink(missing_ok=True)
         shutil.rmtree(checking, ignore_errors=True)
-        if final.exists() and plane.datasets.get(dataset_id) is None:
-            shutil.rmtree(final, ignore_errors=True)
+        if plane.datasets.get(dataset_id) is None:
+            await anyio.to_thread.run_sync(storage.discard_dataset, dataset_id)
         raise
     response.headers["Location"] = f"/v1/datasets/{dataset_id}"
     return DatasetPublic.from_dataset(row)

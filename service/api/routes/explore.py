@@ -103,7 +103,7 @@ async def search(request: Request, job: OwnedJob, owner: CurrentKey, plane: Plan
     encoder (in a subprocess on the API's host, one at a time per key)."""
     found = await run_in_threadpool(job_index, job, plane, settings)
     encoder_job = str(job.spec_data.get("encoder_job", ""))
-    encoder_dir = plane.storage.run_dir(encoder_job)
+    encoder_dir = await run_in_threadpool(plane.storage.fetch_job, encoder_job)
     if not (encoder_dir / "encoder.safetensors").is_file():
         raise HTTPException(409, f"the encoder of job {job.id} (job {encoder_job}) is no longer stored; "
                                  "search needs it to embed the image")

@@ -51,7 +51,7 @@ def dataset_samples(dataset: OwnedDataset, plane: PlaneDep,
                     ) -> SamplesPublic:
     wanted = [int(i) for i in items.split(",")] if items else None
     try:
-        items = previews.dataset_samples(plane.storage.dataset_dir(dataset.id), n, wanted)
+        items = previews.dataset_samples(plane.storage.dataset_folder(dataset.id, dataset.sha256), n, wanted)
     except UserError as exc:
         raise HTTPException(409, f"dataset {dataset.id}: {exc}") from None
     return SamplesPublic(dataset_id=dataset.id, items=[Sample.model_validate(i) for i in items])
@@ -77,7 +77,7 @@ async def augment_preview(dataset: OwnedDataset, owner: CurrentKey, plane: Plane
     _busy.add(owner)
     try:
         png = await run_in_threadpool(
-            previews.augment_preview, plane.storage.dataset_dir(dataset.id),
+            previews.augment_preview, plane.storage.dataset_folder(dataset.id, dataset.sha256),
             body.augment.model_dump(mode="json"), n=body.n, views=body.views, image_size=body.image_size,
             seed=body.seed, timeout_s=PREVIEW_TIMEOUT_S, max_memory_bytes=settings.preview_max_memory_bytes)
     except previews.PreviewUnavailable as exc:
