@@ -71,3 +71,20 @@ def settle_parents(plane: ControlPlane) -> list[tuple[str, str]]:
         except Exception:
             log.warning("could not settle %s; will try again", parent_id, exc_info=True)
     return actions
+
+
+def take_over(plane: ControlPlane, node: str) -> list[str]:
+    """The worker `node` is known dead (its supervisor saw it exit): its running jobs go back to
+    the queue now, not when their leases run out, and it no longer counts as seen. Returns the
+    job ids requeued."""
+    requeued = []
+    for job in plane.jobs.running_held_by(f"{node}/"):
+        try:
+            plane.lifecycle.expire_lease(job.id, job.worker)
+            plane.lifecycle.requeue(job.id)
+        except Refused:  # it ended, or someone else took it, in the meantime
+            continue
+        requeued.append(job.id)
+        log.warning("job %s: its worker %s died; queued again", job.id, node)
+    plane.workers.forget(node)
+    return requeued
