@@ -28,13 +28,17 @@ MAX_ATTEMPTS = 5
 """Claims after which a job whose worker keeps dying is failed instead of retried."""
 
 
-def reconcile(plane: ControlPlane, *, max_attempts: int = MAX_ATTEMPTS) -> list[tuple[str, str]]:
+def reconcile(plane: ControlPlane, *, max_attempts: int = MAX_ATTEMPTS,
+              queued_older_than_s: float | None = None) -> list[tuple[str, str]]:
     """One pass. Returns what it did: (job_id, action), action one of `requeued` (a running job
     whose worker died), `resent` (a queued job whose message was lost), `cancelled`, `failed`,
-    `settled` (a sweep whose children all ended)."""
+    `settled` (a sweep whose children all ended). `queued_older_than_s`: how old a queued job's
+    message must be to be looked for (default DCL_REQUEUE_AFTER_SECONDS)."""
     lifecycle = plane.lifecycle
     actions = settle_parents(plane)
-    stale = plane.jobs.stale(queued_older_than_s=plane.settings.requeue_after_seconds)
+    if queued_older_than_s is None:
+        queued_older_than_s = plane.settings.requeue_after_seconds
+    stale = plane.jobs.stale(queued_older_than_s=queued_older_than_s)
     if not stale:
         return actions
     pending = pending_job_ids(plane.celery, sorted({job.queue for job in stale if job.queue}))
