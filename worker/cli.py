@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         app.worker_main(argv)
     finally:
         reconciler.stop()
+        reconciler.last_pass()
         if dispatcher is not None:
             dispatcher.stop()
     return 0

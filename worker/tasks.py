@@ -24,7 +24,7 @@ from service.control.models import Job
 from service.control.plane import ControlPlane
 from service.control.queue import RUN_JOB
 from service.control.settings import get_settings
-from worker import gpu_memory
+from worker import gpu_memory, shutdown
 from worker.app import app
 from worker.hooks import (STOP_CANCELLED, STOP_LEASE_LOST, STOP_SHUTDOWN, STOP_TIMEOUT, Heartbeat, JobHooks,
                           LeaseLost)
@@ -107,6 +107,9 @@ def execute_job(job_id: str, *, plane: ControlPlane, worker: str) -> str:
     succeeded, failed, cancelled, released (the worker is shutting down) or lost (the lease went
     to another worker)."""
     lifecycle = plane.lifecycle
+    if shutdown.requested():  # Celery still hands out messages while it shuts down: leave the job queued
+        log.info("job %s: not claimed, this worker is shutting down (the next one sends it again)", job_id)
+        return "skipped"
     current = plane.jobs.get(job_id)
     dead = dead_sibling(current.worker, worker) if current is not None and current.status == "running" else None
     try:
@@ -234,7 +237,9 @@ def _give_back(lifecycle, job_id: str, worker: str, hooks: JobHooks) -> str:
     """The worker is shutting down: the job (checkpointed) goes back to the queue now, so the next
     worker resumes it at once instead of waiting for the lease to run out."""
     try:
-        lifecycle.release(job_id, worker)
+        # No message now: this worker, shutting down, would take it and never run it. Its last
+        # reconciler pass (or the next worker's first) sends it once nothing here consumes.
+        lifecycle.release(job_id, worker, send=False)
     except Refused:  # a cancel was requested meanwhile (release refuses it): it ends here
         lifecycle.stopped(job_id, worker=worker)
         return "cancelled"

@@ -37,6 +37,13 @@ def test_a_running_job_is_checkpointed_and_given_back_at_shutdown(plane, setting
     assert [r["step"] for r in rows] == list(range(1, plane.jobs.get(job.id).total_steps + 1))
 
 
+def test_a_worker_shutting_down_claims_nothing(plane, flag):
+    job = submit(plane, "me", pretrain_spec())
+    shutdown.request()
+    assert execute_job(job.id, plane=plane, worker="w1") == "skipped"
+    assert plane.jobs.get(job.id).status == "queued"
+
+
 def test_a_job_cancelled_as_the_worker_shuts_down_ends_cancelled(plane, flag):
     job = submit(plane, "me", pretrain_spec(long_config()))
     thread = JobThread(job.id, plane, worker="w1")
