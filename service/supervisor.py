@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-WORKER_GRACE_S = 8.0
-"""Seconds the worker has from the signal to its warm shutdown before its group is killed: the
-whole stop fits in Docker's 10 s stop timeout. A job cut off resumes from its last checkpoint."""
+WORKER_GRACE_S = 6.0
+"""Seconds the worker has from the signal to its warm shutdown before its group is killed (a job
+gives its lease back at its next step; one still setting up is cut off and resumes from its last
+checkpoint): with the take-over after it, the whole stop fits in Docker's 10 s stop timeout."""
 FIRST_DELAY_S = 0.5
 """Wait before restarting a worker that ran a while; doubled at each quick death, up to MAX_DELAY_S."""
 MAX_DELAY_S = 60.0

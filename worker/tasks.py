@@ -197,6 +197,9 @@ def _run_claimed(job: Job, *, plane: ControlPlane, worker: str, tracking: SinkHo
             return "failed"
         files = plane.storage.job_files(job.id)
         result = dict(outcome.result)
+        tracked = [w for sink in tracking.sinks for w in getattr(sink, "warnings", list)()]
+        if tracked:
+            result["warnings"] = list(result.get("warnings") or []) + tracked
         result.setdefault("run_time_s", round(time.monotonic() - started, 3))
         lifecycle.succeed(job.id, worker, result, files)
     except Refused as exc:  # the lease ran out at the very end: the new holder finishes it
