@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from dcl_core.models.encoders import check_encoder_kwargs, check_encoder_name, encoder_entry
 from dcl_core.training.methods import MethodName
@@ -195,7 +195,7 @@ class TrainConfig(Strict):
         default=None, ge=1, le=MAX_COUNT, description="Stop after this many steps (for short runs)."
     )
     temperature: float = Field(default=0.1, gt=0, le=10)
-    sigma: float = Field(default=0.5, gt=0, description="DCLW: the vMF weighting's temperature.")
+    sigma: float = Field(default=0.5, gt=0, le=100, description="DCLW: the vMF weighting's temperature.")
 
     optimizer: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
     lr: float | None = Field(
@@ -203,7 +203,7 @@ class TrainConfig(Strict):
         description="None: 0.06*batch/256 for sgd, 0.3*batch/256 for lars, 1e-3 for adam(w).",
     )
     momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0)
+    weight_decay: float = Field(default=5e-4, ge=0, le=10)
     exclude_bias_norm_from_wd: bool = True
     warmup_epochs: float = Field(default=0.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -222,7 +222,8 @@ class TrainConfig(Strict):
     channels_last: bool | None = Field(default=None, description="None: on for CUDA.")
     log_every_steps: int = Field(default=10, ge=1, le=MAX_COUNT)
     checkpoint_every_steps: int = Field(default=500, ge=1, le=MAX_COUNT, description="Also at every epoch end.")
-    max_runtime_s: float | None = Field(default=None, gt=0, description="Fail the run past this wall time.")
+    max_runtime_s: float | None = Field(
+        default=None, gt=0, description="Fail the run past this wall time (at least 1 s).")
     export: list[Literal["onnx", "hf"]] = Field(
         default_factory=list, max_length=2,
         description="Extra encoder formats: onnx (encoder.onnx, checked with onnxruntime), hf (config.json + "
@@ -234,9 +235,24 @@ class TrainConfig(Strict):
     def _known_encoder(cls, name: str) -> str:
         return check_encoder_name(name)
 
+    @field_validator("max_runtime_s")
+    @classmethod
+    def _at_least_a_second(cls, seconds: float | None) -> float | None:
+        # a validator, not ge=1: the published schema keeps its exclusiveMinimum 0 (the contract test)
+        if seconds is not None and seconds < 1:
+            raise ValueError(f"must be at least 1 second (got {seconds:g}); a run cannot start in less")
+        return seconds
+
+    @field_validator("encoder_kwargs")
+    @classmethod
+    def _usable_kwargs(cls, kwargs: dict, info: ValidationInfo) -> dict:
+        if "encoder" not in info.data:  # the encoder itself was refused
+            return kwargs
+        dataset = info.data.get("dataset")
+        return check_encoder_kwargs(info.data["encoder"], kwargs, dataset.image_size if dataset else None)
+
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
-        check_encoder_kwargs(self.encoder, self.encoder_kwargs)
         if self.small_stem and not encoder_entry(self.encoder).small_stem:
             raise ValueError(f"small_stem applies to the torchvision ResNets and convnet_small, not {self.encoder!r}; "
                              "leave it unset")
@@ -263,10 +279,10 @@ class ProbeConfig(Strict):
     test: DatasetSpec
     classifier: Literal["logistic", "knn"] = "logistic"
     epochs: int = Field(default=100, ge=1, le=10000, description="logistic: full-batch optimisation steps.")
-    lr: float = Field(default=1.0, gt=0, description="logistic: L-BFGS initial step length.")
-    weight_decay: float = Field(default=1e-4, ge=0)
+    lr: float = Field(default=1.0, gt=0, le=100, description="logistic: L-BFGS initial step length.")
+    weight_decay: float = Field(default=1e-4, ge=0, le=10)
     k: int = Field(default=200, ge=1, le=MAX_COUNT, description="knn: neighbours.")
-    knn_temperature: float = Field(default=0.1, gt=0)
+    knn_temperature: float = Field(default=0.1, gt=0, le=100)
     batch_size: int = Field(default=1024, ge=1, le=65536, description="Feature extraction batch.")
     device: Device = "auto"
     precision: Precision = "auto"

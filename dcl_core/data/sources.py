@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from dcl_core.data.archive import ARCHIVE_SUFFIXES, safe_extract
 from dcl_core.data.catalog import DIGITS_TRAIN, TORCHVISION_FOLDERS
 from dcl_core.data.imageset import ImageSet, load_files, load_tree, tree_files
 from dcl_core.data.inspection import inspect_npz
+from dcl_core.data.npz_rows import read_rows
 from dcl_core.data.stored import dataset_layout
 from dcl_core.data.stream import ImageStream, first_side, open_stream, should_stream
 from dcl_core.errors import UserError
@@ -206,9 +208,15 @@ def _load_torchvision(spec: DatasetSpec, env: DataEnv) -> ImageSet:
 
 def _load_npz(path: Path, spec: DatasetSpec, source: str) -> ImageSet:
     summary = inspect_npz(path)
-    with np.load(path, allow_pickle=False) as npz:
-        x = npz["x"]
-        y = npz["y"].astype(np.int64) if "y" in npz.files else None
+    if spec.max_images is not None:  # only those rows, never the whole array (`dcl show-augment`)
+        with zipfile.ZipFile(path) as archive:
+            first = range(min(spec.max_images, summary.num_images))
+            x = read_rows(archive, "x", first)[1]
+            y = read_rows(archive, "y", first)[1].astype(np.int64) if summary.labelled else None
+    else:
+        with np.load(path, allow_pickle=False) as npz:
+            x = npz["x"]
+            y = npz["y"].astype(np.int64) if "y" in npz.files else None
     layout = "NHW" if x.ndim == 3 else "NHWC"
     return _make_set(x, y, summary.classes, spec, layout, source)
 

@@ -30,6 +30,7 @@ from torch import nn
 
 import dcl_core
 from dcl_core.errors import UserError
+from dcl_core.export.meta_schema import check_meta
 from dcl_core.files import write_bytes_atomic, write_json_atomic
 
 __all__ = [
@@ -195,6 +196,7 @@ def read_meta(path: str | Path) -> dict:
     missing = [key for key in (*_REQUIRED_META, "sha256", "feature_dim") if key not in meta]
     if missing:
         raise UserError(f"{meta_path}: encoder.json is missing {missing}")
+    check_meta(meta, str(meta_path))
     return meta
 
 

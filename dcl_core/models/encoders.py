@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dcl_core.errors import UserError
+from dcl_core.models.timm_kwargs import check_timm_kwargs
 
 if TYPE_CHECKING:
     from torch import nn
@@ -102,9 +103,12 @@ def _timm(name: str, small_stem: bool, image_size: int | None, kwargs: dict) -> 
                 model = timm.create_model(model_name, **args)
         else:
             model = timm.create_model(model_name, **args)
-    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+    except MemoryError:
+        raise UserError(f"encoder {name!r}: encoder_kwargs {kwargs} make a model too large for this worker's "
+                        "memory; use a smaller embed_dim, depth or img_size") from None
+    except Exception as exc:  # KeyError, TypeError, AssertionError...: a value timm could not use
         raise UserError(f"encoder {name!r}: timm could not build it with encoder_kwargs {kwargs} "
-                        f"at image size {image_size}: {exc}") from exc
+                        f"at image size {image_size}: {type(exc).__name__}: {exc}; fix encoder_kwargs") from exc
     # With num_classes=0 the forward returns the pre-logits features: head_hidden_size when the
     # model has a hidden head layer (e.g. MobileNetV3), else num_features.
     model.feature_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
@@ -142,14 +146,17 @@ def check_encoder_name(name: str) -> str:
                      f"model (e.g. {TIMM_PREFIX}{name.lower()} if {name!r} is a timm name)")
 
 
-def check_encoder_kwargs(name: str, kwargs: dict) -> dict:
-    """`kwargs` if the (valid) encoder `name` takes them; else ValueError naming the fix."""
+def check_encoder_kwargs(name: str, kwargs: dict, image_size: int | None = None) -> dict:
+    """`kwargs` if the (valid) encoder `name` takes them at this image size; else ValueError
+    naming the fix."""
     entry = encoder_entry(name)
     if kwargs and not entry.kwargs:
         raise ValueError(f"encoder {name!r} takes no encoder_kwargs (only timm:NAME encoders do)")
     reserved = sorted(set(kwargs) & set(_RESERVED_KWARGS))
     if reserved:
         raise ValueError(f"encoder_kwargs {reserved} are set by dcl itself (random init, pooled features); remove them")
+    if entry.kwargs:
+        check_timm_kwargs(kwargs, image_size)
     return kwargs
 
 
@@ -184,7 +191,7 @@ def build_encoder(name: str, small_stem: bool, image_size: int | None = None,
     entry = encoder_entry(name)
     kwargs = dict(kwargs or {})
     try:
-        check_encoder_kwargs(name, kwargs)
+        check_encoder_kwargs(name, kwargs, image_size)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return entry.build(name, bool(small_stem) and entry.small_stem, image_size, kwargs)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from dcl_core.data.catalog import missing_torchvision_files
 from dcl_core.jobs import JOB_TYPES, Refusal
 from dcl_core.jobs.base import parse_model_ref
+from dcl_core.models.timm_kwargs import estimated_params
 from service.api.guards import has_nul
 from service.control.plane import ControlPlane
 from service.control.queue import multi_device_queue, queue_for
@@ -64,6 +65,7 @@ def admit(spec: BaseModel, owner: str, plane: ControlPlane) -> int:
     members = spec.child_specs() if kind.has_children else [spec]
     for member in members:
         check_devices(member, plane)
+        check_model_size(member, plane.settings.max_model_params)
     check_room(plane, owner, len(members))
     stored = plane.datasets.stored_bytes(owner)
     limit = plane.settings.max_stored_bytes_per_key
@@ -123,6 +125,18 @@ def check_devices(spec: BaseModel, plane: ControlPlane) -> None:
         f"no worker can run a job on {spec.devices} {kind}s: the workers seen in the last "
         f"{settings.worker_seen_seconds:g} s offer at most {most} on the {base!r} queue. Lower resources.gpus, "
         f"or start a worker with that many (dcl worker --gpus {','.join(str(i) for i in range(spec.devices))})"))
+
+
+def check_model_size(spec: BaseModel, max_params: int) -> None:
+    """A pretrain config whose timm encoder_kwargs make a model over `max_params` parameters (a cheap
+    estimate: `timm_kwargs.estimated_params`) is refused before a worker tries to allocate it."""
+    config = getattr(spec, "config", None)
+    kwargs = getattr(config, "encoder_kwargs", None)
+    params = estimated_params(kwargs) if kwargs else None
+    if params is not None and params > max_params:
+        raise Refusal("config.encoder_kwargs", (
+            f"embed_dim, depth and mlp_ratio make a model of about {params:,} parameters, over this server's "
+            f"limit of {max_params:,} (DCL_MAX_MODEL_PARAMS); use a smaller embed_dim or depth"))
 
 
 def check_room(plane: ControlPlane, owner: str, wanted: int) -> None:

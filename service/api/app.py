@@ -25,6 +25,7 @@ from dcl_core.jobs import JOB_TYPES, Refusal
 from service.api.admission import TooMany
 from service.api.deps import FieldError, too_many
 from service.api.guards import RejectOddUrls
+from service.api.headers import SecurityHeaders
 from service.api.openapi import install as install_openapi
 from service.api.routes import (
     artifacts, dashboard, datasets, docs, events, explore, health, jobs, models, previews, webhooks,
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     app.add_middleware(LatencyMiddleware, histogram=latency)
     app.add_middleware(RejectOddUrls)
+    app.add_middleware(SecurityHeaders)  # outermost: error answers get the headers too
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,9 +20,11 @@ import numpy as np
 from PIL import Image
 
 from dcl_core.data.decode import decode_image
+from dcl_core.data.npz_rows import array_shape, read_rows
 from dcl_core.data.stored import DATASET_NPZ_FILE, dataset_layout
 from dcl_core.data.tree import list_images
 from dcl_core.errors import UserError
+from service.api.bounded import OUT_OF_MEMORY
 
 THUMBNAIL_PX = 96
 
@@ -43,46 +46,28 @@ def spread(total: int, n: int) -> list[int]:
     return [i * total // n for i in range(n)]
 
 
-def _npz_rows(path: Path, n: int) -> tuple[list[int], np.ndarray, np.ndarray | None, list[str] | None]:
-    """`n` rows of an .npz's `x`, spread over it, reading the array only up to the last of them."""
-    with zipfile.ZipFile(path) as archive, archive.open("x.npy") as stream:
-        version = np.lib.format.read_magic(stream)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(stream)
-        if fortran or dtype != np.uint8 or not shape:
-            raise UserError("the .npz's x array is not a C-ordered uint8 array")
-        indices = spread(int(shape[0]), n)
-        if not indices:
-            return [], np.zeros((0,), np.uint8), None, None
-        row_bytes = int(np.prod(shape[1:]))
-        wanted = indices[-1] + 1
-        rows = np.frombuffer(stream.read(row_bytes * wanted), dtype=np.uint8).reshape((wanted, *shape[1:]))[indices]
-    with np.load(path, allow_pickle=False) as npz:
-        labels = npz["y"][indices] if "y" in npz.files else None
-        classes = [str(c) for c in npz["classes"].tolist()] if "classes" in npz.files else None
-    return indices, rows, labels, classes
-
-
-def _npz_items(path: Path, items: list[int]) -> tuple[list[int], np.ndarray, np.ndarray | None, list[str] | None]:
-    """The rows `items` of an .npz's `x` (those past its end left out), read one row at a time: a
-    stored member is seeked into, a compressed one decompressed forward, never held whole."""
-    with zipfile.ZipFile(path) as archive, archive.open("x.npy") as stream:
-        version = np.lib.format.read_magic(stream)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(stream)
-        if fortran or dtype != np.uint8 or not shape:
-            raise UserError("the .npz's x array is not a C-ordered uint8 array")
-        start = stream.tell()
-        row_bytes = int(np.prod(shape[1:]))
-        wanted = sorted({i for i in items if 0 <= i < int(shape[0])})
-        rows = np.zeros((len(wanted), *shape[1:]), np.uint8)
-        for k, index in enumerate(wanted):
-            stream.seek(start + index * row_bytes)
-            rows[k] = np.frombuffer(stream.read(row_bytes), dtype=np.uint8).reshape(shape[1:])
-    with np.load(path, allow_pickle=False, mmap_mode=None) as npz:
-        labels = npz["y"][wanted] if "y" in npz.files and wanted else None
-        classes = [str(c) for c in npz["classes"].tolist()] if "classes" in npz.files else None
-    return wanted, rows, labels, classes
+def _npz_samples(path: Path, n: int, items: list[int] | None
+                 ) -> tuple[list[int], np.ndarray, tuple[int, int], np.ndarray | None, dict[int, str] | None]:
+    """The rows `items` of an .npz's `x` (those past its end left out), or `n` rows spread over
+    it; their (width, height), labels and class names by label. Only those rows are read
+    (`npz_rows`), thinned to about 4 thumbnails a side: a huge or highly compressed file costs
+    no more memory than a small one."""
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        shape = array_shape(archive, "x")
+        total = shape[0]
+        indices, rows = read_rows(archive, "x", items if items is not None else spread(total, n),
+                                  max_side=4 * THUMBNAIL_PX)
+        if rows.dtype != np.uint8 or rows.ndim not in (3, 4):
+            raise UserError("the .npz's x array is not uint8 (N,H,W[,C]) images")
+        labels = classes = None
+        if "y.npy" in names and indices:
+            labels = read_rows(archive, "y", indices)[1].astype(np.int64)
+            if "classes.npy" in names:
+                found, named = read_rows(archive, "classes", labels.tolist())
+                classes = {label: c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                           for label, c in zip(found, named.tolist())}
+    return indices, rows, (shape[2], shape[1]), labels, classes
 
 
 _listings: dict[str, tuple] = {}
@@ -99,9 +84,9 @@ def _listing(data: Path) -> tuple:
     return _listings[key]
 
 
-def _sample(index: int, image: Image.Image, size: tuple[int, int], label, classes) -> dict:
+def _sample(index: int, image: Image.Image, size: tuple[int, int], label, classes: dict[int, str] | None) -> dict:
     label = int(label) if label is not None else None
-    name = classes[label] if classes and label is not None and 0 <= label < len(classes) else None
+    name = classes.get(label) if classes and label is not None else None
     return {"index": index, "label": label, "class": name, "width": size[0], "height": size[1],
             "src": _png_data_url(image)}
 
@@ -111,12 +96,13 @@ def dataset_samples(dataset_dir: Path, n: int, items: list[int] | None = None) -
     the images `items` (indices in dataset order; those past its end left out)."""
     data = dataset_layout(dataset_dir)
     if data.name == DATASET_NPZ_FILE:
-        indices, rows, labels, classes = _npz_items(data, items) if items is not None else _npz_rows(data, n)
+        indices, rows, size, labels, classes = _npz_samples(data, n, items)
         if rows.ndim == 4 and rows.shape[3] == 1:  # (N, H, W, 1): grey
             rows = rows[..., 0]
-        return [_sample(index, Image.fromarray(rows[k]), (rows.shape[2], rows.shape[1]),
+        return [_sample(index, Image.fromarray(rows[k]), size,
                         labels[k] if labels is not None else None, classes) for k, index in enumerate(indices)]
-    paths, labels, classes = _listing(data) if items is not None else list_images(data)
+    paths, labels, names = _listing(data) if items is not None else list_images(data)
+    classes = dict(enumerate(names)) if names else None
     samples = []
     chosen = sorted({i for i in items if 0 <= i < len(paths)}) if items is not None else spread(len(paths), n)
     for index in chosen:
@@ -142,13 +128,19 @@ class PreviewUnavailable(Exception):
     """torch is not installed on the API's host (the slim API image)."""
 
 
+class PreviewTooLarge(UserError):
+    """The preview ran out of its address-space limit."""
+
+
 def augment_preview(dataset_dir: Path, augment: dict, *, n: int, views: int, image_size: int, seed: int,
-                    timeout_s: float) -> bytes:
-    """The PNG `dcl show-augment` draws for the dataset's first `n` images and this augment config."""
+                    timeout_s: float, max_memory_bytes: int) -> bytes:
+    """The PNG `dcl show-augment` draws for the dataset's first `n` images and this augment config,
+    run under an address-space limit of `max_memory_bytes` (`service.api.bounded`)."""
     data = dataset_layout(dataset_dir).resolve()  # the subprocess runs in its own folder
     with tempfile.TemporaryDirectory(prefix="dcl-preview-") as work:
         out = Path(work) / "views.png"
-        cmd = [sys.executable, "-m", "dcl_core.cli", "show-augment", str(data), "--out", str(out),
+        cmd = [sys.executable, "-m", "service.api.bounded", str(max_memory_bytes),
+               "show-augment", str(data), "--out", str(out),
                "--n", str(n), "--views", str(views), "--image-size", str(image_size), "--seed", str(seed),
                "--augment", json.dumps(augment), "--cache-dir", work]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -160,8 +152,21 @@ def augment_preview(dataset_dir: Path, augment: dict, *, n: int, views: int, ima
             message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
             if "No module named 'torch'" in done.stderr or "import of torch halted" in done.stderr:
                 raise PreviewUnavailable(message)
+            if done.returncode == OUT_OF_MEMORY or done.returncode < 0:  # < 0: killed (a failed allocation)
+                died = f" (it died of {_signal_name(-done.returncode)})" if done.returncode < 0 else ""
+                raise PreviewTooLarge(
+                    f"drawing it needs more than the preview's {max_memory_bytes >> 20} MiB of memory{died} "
+                    "(DCL_PREVIEW_MAX_MEMORY_BYTES); ask for fewer images (n) or a smaller image_size, "
+                    "or resize the dataset's images")
             raise UserError(_public(message.removeprefix("error: "), Path(dataset_dir), Path(work)))
         return out.read_bytes()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal: no name
+        return f"signal {number}"
 
 
 def _public(message: str, dataset: Path, work: Path) -> str:

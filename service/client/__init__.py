@@ -16,7 +16,7 @@ What it returns are `Record`s: the API's JSON as dicts whose keys are also typed
 (`job.status`, `job["status"]`). Errors the service answers are `ApiError`, with its message.
 """
 
-from service.client.core import DEFAULT_URL, ApiError, check
+from service.client.core import DEFAULT_URL, ApiError, check, default_url
 from service.client.records import (
     Alias, Artifact, Attempt, Dataset, Delivery, Event, Job, Model, ModelVersion, Page, Progress, Record, Webhook,
 )
@@ -25,5 +25,5 @@ from service.signing import verify_signature
 
 __all__ = [
     "DEFAULT_URL", "Alias", "ApiError", "Artifact", "Attempt", "Client", "Dataset", "Delivery", "Event", "Job",
-    "Model", "ModelVersion", "Page", "Progress", "Record", "Webhook", "check", "verify_signature",
+    "Model", "ModelVersion", "Page", "Progress", "Record", "Webhook", "check", "default_url", "verify_signature",
 ]

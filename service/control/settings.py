@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         default=16 * GiB, ge=1, description="Largest embed-job index file the API memory-maps to answer neighbours "
         "and searches (409 above)."
     )
+    preview_max_memory_bytes: int = Field(
+        default=6 * GiB, ge=256 * 1024 * 1024, description="Address-space limit of an augment preview's subprocess "
+        "(torch alone maps ~3 GiB); a preview that needs more is a 422."
+    )
     sse_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream polls the job store.")
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, description="Comment line sent on an idle event stream.")
     sse_max_stream_seconds: float = Field(
@@ -69,6 +73,10 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A queued job not started this long after its message is sent again."
     )
     max_job_runtime_s: float | None = Field(default=None, gt=0, description="Server cap on one job's run time.")
+    max_model_params: int = Field(
+        default=2_000_000_000, ge=1, description="Largest encoder a pretrain job may ask for, as estimated at submit "
+        "from its timm encoder_kwargs (embed_dim, depth, mlp_ratio); 422 above."
+    )
     worker_seen_seconds: float = Field(default=120.0, gt=0, description="/readyz counts workers seen this recently.")
     jobs_per_gpu: int = Field(
         default=1, ge=1, le=64, description="Jobs one worker runs at once on its GPU, each in its own process."

@@ -93,7 +93,7 @@ def test_probe_prints_accuracy_on_the_digits_test_split(trained, tmp_path, capsy
     out, _ = trained
     result_file = tmp_path / "probe.json"
     args = ["probe", "--encoder", str(out), "--train", '{"source": "builtin:digits", "max_images": 300}',
-            "--test", DIGITS_TEST, "--device", "cpu", "--out", str(result_file)]
+            "--test", DIGITS_TEST, "--device", "cpu", "--out", str(result_file), "--json"]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["num_train"] == 300
@@ -106,7 +106,7 @@ def test_probe_prints_accuracy_on_the_digits_test_split(trained, tmp_path, capsy
 def test_probe_knn_classifier(trained, capsys):
     out, _ = trained
     args = ["probe", "--encoder", str(out), "--train", "builtin:digits", "--test", DIGITS_TEST,
-            "--classifier", "knn", "--device", "cpu"]
+            "--classifier", "knn", "--device", "cpu", "--json"]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["classifier"] == "knn" and printed["num_train"] == 1437
@@ -173,7 +173,7 @@ def test_probe_knn_k_is_an_option(trained, capsys):
     out, _ = trained
     # Probing the training split against itself: with k=1 every image's nearest neighbour is itself.
     args = ["probe", "--encoder", str(out), "--train", "builtin:digits", "--test", "builtin:digits",
-            "--classifier", "knn", "--k", "1", "--batch-size", "64", "--device", "cpu"]
+            "--classifier", "knn", "--k", "1", "--batch-size", "64", "--device", "cpu", "--json"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
 

@@ -32,12 +32,10 @@ def test_the_worker_has_a_runner_for_every_runnable_type():
         runner("sweep")  # a parent type has no runner
 
 
-def test_api_schema_and_cli_take_the_types_from_the_registry():
-    from service import cli
+def test_api_schema_takes_the_types_from_the_registry():  # the CLI's: test_cli_first_hour
     from service.api.schemas import JobType
 
     assert set(JobType.__args__) == set(JOB_TYPES)
-    assert cli.JOB_TYPES is JOB_TYPES
 
 
 def test_queue_rule_comes_from_the_job_type():

@@ -124,7 +124,7 @@ def test_jobs_artifacts_and_delete(dcl, alice, api_plane):  # noqa: F811
     job_id = alice.post("/v1/jobs", json={"type": "pretrain", "config": {"epochs": 1}}).json()["id"]
     code, out, _ = dcl("jobs")
     header, *rows = out.splitlines()
-    assert header.split() == ["ID", "TYPE", "STATUS", "PROGRESS", "LOSS", "SCORES", "CREATED"]
+    assert header.split() == ["ID", "NAME", "TYPE", "STATUS", "PROGRESS", "LOSS", "SCORES", "TAGS", "CREATED"]
     assert any(row.split()[:3] == [job_id, "pretrain", "queued"] for row in rows)
 
     api_plane.lifecycle.claim(job_id, "w1")

@@ -1,6 +1,7 @@
 """The API's documentation page, `/docs` (Swagger UI), served from the vendored swagger-ui-dist
 (no CDN), reading `/openapi.json`. No inline script, so it works offline and under
-`script-src 'self'`; the policy it needs is `DOCS_CSP`. `/redoc` now answers with a redirect
+`script-src 'self'`: it is served under the dashboard's policy (`service.api.headers.CSP`, on every
+response). `/redoc` now answers with a redirect
 to it: ReDoc's bundle always fetches its logo from a CDN."""
 
 from __future__ import annotations
@@ -9,11 +10,6 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
 from service.api.routes.dashboard import STATIC_DIR
-
-# The strictest policy the page runs under (checked in Chromium by tests/dashboard/test_docs.py):
-# Swagger UI's stylesheet draws its icons as data: SVGs.
-DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 router = APIRouter(include_in_schema=False)
 

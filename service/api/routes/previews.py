@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from dcl_core.config import AugmentConfig
 from dcl_core.errors import UserError
 from service.api import previews
-from service.api.deps import CurrentKey, OwnedDataset, PlaneDep, too_many
+from service.api.deps import CurrentKey, OwnedDataset, PlaneDep, SettingsDep, too_many
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -65,7 +65,7 @@ _busy: set[str] = set()
              responses={200: {"content": {"image/png": {}}, "description": "Rows: the image, then its views"},
                         429: {"description": "A preview for this key is already running"},
                         503: {"description": "torch is not installed where the API runs"}})
-async def augment_preview(dataset: OwnedDataset, owner: CurrentKey, plane: PlaneDep,
+async def augment_preview(dataset: OwnedDataset, owner: CurrentKey, plane: PlaneDep, settings: SettingsDep,
                           body: Annotated[AugmentPreview, Body()] = AugmentPreview()) -> Response:
     """The `dcl show-augment` picture of the dataset's first images under an augment config, to
     tune `crop_scale`, jitter and the rest before training. Needs torch on the API's host."""
@@ -79,10 +79,10 @@ async def augment_preview(dataset: OwnedDataset, owner: CurrentKey, plane: Plane
         png = await run_in_threadpool(
             previews.augment_preview, plane.storage.dataset_dir(dataset.id),
             body.augment.model_dump(mode="json"), n=body.n, views=body.views, image_size=body.image_size,
-            seed=body.seed, timeout_s=PREVIEW_TIMEOUT_S)
+            seed=body.seed, timeout_s=PREVIEW_TIMEOUT_S, max_memory_bytes=settings.preview_max_memory_bytes)
     except previews.PreviewUnavailable as exc:
         raise HTTPException(503, f"augmented previews need torch where the API runs: {exc}") from None
-    except UserError as exc:
+    except UserError as exc:  # PreviewTooLarge included: the request asked for too much
         raise HTTPException(422, f"augment preview: {exc}") from None
     finally:
         _busy.discard(owner)
