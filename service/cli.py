@@ -159,7 +159,7 @@ def cmd_serve(args) -> int:
     if port != 8000:  # the other `dcl` commands look on 8000 unless told
         local = host if is_loopback(host) else "127.0.0.1"
         banner += f"\ndcl: in another shell, for the other dcl commands: export DCL_URL=http://{local}:{port}"
-    serve(host, port, args.log_level, embedded, banner=banner)
+    serve(host, port, args.log_level, embedded, banner=banner, data_dir=settings.data_dir)
     return 0
 
 

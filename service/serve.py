@@ -1,4 +1,5 @@
-"""`dcl serve`'s processes: uvicorn and, embedded, one worker that stops when the API stops.
+"""`dcl serve`'s processes: uvicorn and, embedded, one supervised worker (service/supervisor.py)
+that stops when the API stops.
 
 uvicorn catches SIGTERM/SIGINT, shuts down, then raises the same signal again; with the
 default SIGTERM handler that would end this process before it could stop its worker (a
@@ -9,71 +10,16 @@ worker (and its pool and job children, one process group) is always stopped.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
-import threading
-import time
 
 import uvicorn
 
+from service.datalock import lock_data_dir
+from service.supervisor import EmbeddedWorker, take_over_jobs
+
 API_GRACE_S = 5
 """Seconds uvicorn gives open requests (and event streams) on shutdown."""
-WORKER_GRACE_S = 8.0
-"""Seconds the worker has from the signal to its warm shutdown before its group is killed: the
-whole stop fits in Docker's 10 s stop timeout. A job cut off resumes from its last checkpoint."""
-
-
-class EmbeddedWorker:
-    """`python -m worker` in its own process group (so stopping it stops its pool too)."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker"], start_new_session=True,
-                                     preexec_fn=_stop_with_parent(os.getpid()) if sys.platform == "linux" else None)
-        self.stop_requested_at: float | None = None
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        code = self.proc.wait()
-        if code not in (0, -signal.SIGTERM, -signal.SIGKILL) and self.stop_requested_at is None:
-            print(f"dcl: the embedded worker exited with {code}; jobs stay queued until a worker runs "
-                  "(`dcl worker`)", file=sys.stderr, flush=True)
-
-    def request_stop(self) -> None:
-        """TERM to the worker (Celery's warm shutdown), once."""
-        if self.stop_requested_at is None:
-            self.stop_requested_at = time.monotonic()
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self, grace_s: float = WORKER_GRACE_S) -> None:
-        """Asks it to stop, waits what is left of `grace_s`, then KILLs the whole group."""
-        self.request_stop()
-        left = grace_s - (time.monotonic() - self.stop_requested_at)
-        try:
-            self.proc.wait(max(0.0, left))
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of the group is left (a pool child)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-
-
-def _stop_with_parent(parent: int):
-    """For the worker's process, before it runs: a SIGTERM when `dcl serve` dies without
-    stopping it (SIGKILL, the OOM killer), so no worker outlives its API."""
-
-    def arm() -> None:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # it died before the line above
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
 
 
 class Server(uvicorn.Server):
@@ -95,12 +41,27 @@ def _stopped(signum, _frame) -> None:
     raise Stopped(signum)
 
 
-def serve(host: str, port: int, log_level: str, embedded: bool, banner: str) -> None:
-    config = uvicorn.Config("service.api.app:create_app", factory=True, host=host, port=port,
-                            log_level=log_level, timeout_graceful_shutdown=API_GRACE_S)
+def app_factory(worker: EmbeddedWorker | None):
+    """The app, knowing its embedded worker (/readyz says `no worker` while it is down)."""
+
+    def create():
+        from service.api.app import create_app
+
+        app = create_app()
+        app.state.embedded_worker = worker
+        return app
+
+    return create
+
+
+def serve(host: str, port: int, log_level: str, embedded: bool, banner: str, data_dir=None) -> None:
+    """`data_dir`: locked for this server's life when it runs an embedded worker."""
+    lock = lock_data_dir(data_dir) if embedded and data_dir is not None else None  # noqa: F841 - held till exit
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stopped)
-    worker = EmbeddedWorker() if embedded else None
+    worker = EmbeddedWorker(on_death=take_over_jobs) if embedded else None
+    config = uvicorn.Config(app_factory(worker), factory=True, host=host, port=port,
+                            log_level=log_level, timeout_graceful_shutdown=API_GRACE_S)
     try:
         print(banner + ("; embedded worker running" if worker else ""), file=sys.stderr, flush=True)
         Server(config, worker).run()

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from service.control.settings import get_settings
     from worker.app import app
     from worker.forking import guard_sqlalchemy_broker, install_fork_guards
+    from worker import shutdown
     from worker.reconciler import Reconciler
     from worker.webhooks import WebhookDispatcher
 
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     ).start()
     # Sends webhook deliveries (the outbox the lifecycle writes when a job ends).
     dispatcher = None if args.no_webhooks else WebhookDispatcher(settings).start()
+    shutdown.arm()  # before the pool forks: its job processes must share the flag
     install_fork_guards([reconciler.pass_lock] + ([dispatcher.pass_lock] if dispatcher else [])
                         + [guard_sqlalchemy_broker()])
     argv = [
@@ -147,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         app.worker_main(argv)
     finally:
         reconciler.stop()
+        reconciler.last_pass()
         if dispatcher is not None:
             dispatcher.stop()
     return 0

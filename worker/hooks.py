@@ -1,6 +1,7 @@
 """The engine's hooks as a worker implements them: progress and metrics go to the job's
 lifecycle, the lease is kept alive by a heartbeat thread, and `should_stop` answers True when
-the job was cancelled, its run time is up or another worker took it over.
+the job was cancelled, its run time is up, another worker took it over or this worker is
+shutting down.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from service.control.lifecycle import Refused
+from worker import shutdown
 
 log = logging.getLogger(__name__)
 
 STOP_CANCELLED = "cancelled"
 STOP_TIMEOUT = "timeout"
 STOP_LEASE_LOST = "lease_lost"
+STOP_SHUTDOWN = "shutdown"
 
 
 class LeaseLost(Exception):
@@ -163,6 +166,8 @@ class JobHooks:
             return True
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.stop_reason = STOP_TIMEOUT
+        elif shutdown.requested():
+            self.stop_reason = STOP_SHUTDOWN
         else:
             now = time.monotonic()
             if now >= self._next_cancel_poll:

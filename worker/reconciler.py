@@ -1,6 +1,7 @@
 """The reconciler thread of a worker's main process (which never imports torch): every
 `interval_s` it records the worker as seen (for /readyz), ends the leases of this worker's dead
-job processes, and runs one reconciler pass (`service.control.reconcile`). Every worker may run
+job processes, and runs one reconciler pass (`service.control.reconcile`; the first one also
+resends the queued jobs whose message is not waiting in the broker, and so does `last_pass`). Every worker may run
 one; they need not coordinate.
 """
 
@@ -38,6 +39,7 @@ class Reconciler:
         # it (worker/forking.py): a fork in the middle of a pass would copy a half-done SQLite
         # transaction into the job's child. Between passes no connection is held at all.
         self.pass_lock = threading.RLock()
+        self._first_pass = True
 
     @property
     def plane(self):
@@ -56,16 +58,30 @@ class Reconciler:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def run_once(self) -> list[tuple[str, str]]:
+    def last_pass(self) -> None:
+        """After the worker stopped consuming: send the jobs it gave back to the other workers."""
+        if self.reconcile_jobs:
+            try:
+                self.run_once(last=True)
+            except Exception:
+                log.warning("reconciler: the last pass failed; the next worker's first pass does it", exc_info=True)
+
+    def run_once(self, last: bool = False) -> list[tuple[str, str]]:
+        """One pass; the first one, and `last` (once this worker stopped consuming), also resend
+        every queued job with no message waiting."""
         with self.pass_lock:
             try:
-                if self.worker_info:
+                if self.worker_info and not last:  # the last pass: this worker is no longer to be seen
                     node = self.worker_info.get("node", "worker")
                     self.plane.workers.seen(node, self.worker_info)
                     for job_id in release_dead_children(self.plane, node):
                         log.warning("reconciler: job %s: its process on this worker died; lease ended", job_id)
                 if self.reconcile_jobs:
-                    return reconcile(self.plane)
+                    # The first pass, before this worker consumes, also resends every queued job
+                    # with no message waiting: one given back by a worker that stopped may have had
+                    # its message taken by that worker as it shut down, and lost with it.
+                    first, self._first_pass = self._first_pass, False
+                    return reconcile(self.plane, queued_older_than_s=0 if first or last else None)
                 return []
             finally:
                 self.plane.db.dispose()  # no pooled connection outlives the pass

@@ -26,10 +26,11 @@ from service.control.models import Job
 from service.control.plane import ControlPlane
 from service.control.queue import RUN_JOB
 from service.control.settings import get_settings
-from worker import gpu_memory
+from worker import gpu_memory, shutdown
 from worker.app import app
 from worker.checkpoint_upload import CheckpointUploader
-from worker.hooks import STOP_CANCELLED, STOP_LEASE_LOST, STOP_TIMEOUT, Heartbeat, JobHooks, LeaseLost
+from worker.hooks import (STOP_CANCELLED, STOP_LEASE_LOST, STOP_SHUTDOWN, STOP_TIMEOUT, Heartbeat, JobHooks,
+                          LeaseLost)
 from worker.leases import dead_sibling
 from worker.runners import RUNNERS, Run, build_data_env, load_runners
 from worker.tracking import job_sinks
@@ -106,8 +107,12 @@ def _error_message(exc: BaseException) -> str:
 
 def execute_job(job_id: str, *, plane: ControlPlane, worker: str) -> str:
     """Claim and run one job; returns what happened: skipped, waiting (for GPU memory),
-    succeeded, failed, cancelled or lost (the lease went to another worker)."""
+    succeeded, failed, cancelled, released (the worker is shutting down) or lost (the lease went
+    to another worker)."""
     lifecycle = plane.lifecycle
+    if shutdown.requested():  # Celery still hands out messages while it shuts down: leave the job queued
+        log.info("job %s: not claimed, this worker is shutting down (the next one sends it again)", job_id)
+        return "skipped"
     current = plane.jobs.get(job_id)
     dead = dead_sibling(current.worker, worker) if current is not None and current.status == "running" else None
     try:
@@ -193,6 +198,8 @@ def _run_claimed(job: Job, *, plane: ControlPlane, worker: str, tracking: SinkHo
             lifecycle.stopped(job.id, worker=worker)
             log.info("job %s cancelled at step %s", job.id, hooks.step)
             return "cancelled"
+        if reason == STOP_SHUTDOWN:
+            return _give_back(lifecycle, job.id, worker, hooks)
         if reason == STOP_TIMEOUT:
             lifecycle.fail(job.id, f"the job ran past its maximum run time of {limit:g} s (config.max_runtime_s or "
                                    f"the server's DCL_MAX_JOB_RUNTIME_S); stopped at step {hooks.step}; its last "
@@ -202,6 +209,9 @@ def _run_claimed(job: Job, *, plane: ControlPlane, worker: str, tracking: SinkHo
             lifecycle.fail(job.id, "the engine stopped before the end without a reason (see worker log)", worker=worker)
             return "failed"
         result = dict(outcome.result)
+        tracked = [w for sink in tracking.sinks for w in getattr(sink, "warnings", list)()]
+        if tracked:
+            result["warnings"] = list(result.get("warnings") or []) + tracked
         result.setdefault("run_time_s", round(time.monotonic() - started, 3))
         lifecycle.succeed(job.id, worker, result, files)
     except Refused as exc:  # the lease ran out at the very end: the new holder finishes it
@@ -260,6 +270,20 @@ def wait_for_gpu_memory(job: Job, *, plane: ControlPlane, worker: str) -> str | 
         return "lost"
     log.info("job %s: waiting for GPU memory (%s); tried again in %g s", job.id, detail, settings.gpu_wait_seconds)
     return "waiting"
+
+
+def _give_back(lifecycle, job_id: str, worker: str, hooks: JobHooks) -> str:
+    """The worker is shutting down: the job (checkpointed) goes back to the queue now, so the next
+    worker resumes it at once instead of waiting for the lease to run out."""
+    try:
+        # No message now: this worker, shutting down, would take it and never run it. Its last
+        # reconciler pass (or the next worker's first) sends it once nothing here consumes.
+        lifecycle.release(job_id, worker, send=False)
+    except Refused:  # a cancel was requested meanwhile (release refuses it): it ends here
+        lifecycle.stopped(job_id, worker=worker)
+        return "cancelled"
+    log.info("job %s: worker shutting down; given back at step %s to resume from its checkpoint", job_id, hooks.step)
+    return "released"
 
 
 def _end_failed(lifecycle, job_id: str, worker: str, hooks: JobHooks, message: str) -> str:

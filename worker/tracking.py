@@ -8,14 +8,18 @@ series it is), its final scores (the job's numeric result, `final.`-prefixed) an
 The tracking server is never on the job's path: the hooks only append to a buffer that one
 background thread sends, retrying with backoff while the server is down or slow. The job
 never waits for it, except at the end for at most `DCL_MLFLOW_FLUSH_SECONDS` (after the job's
-outcome is recorded); what could not be sent by then is dropped with a warning in the log. A
-job that runs again (a crash, a lost lease) logs into the same run.
+outcome is recorded), and only while the server answers: one that failed `FAILING_AFTER` tries
+in a row (this job's, or across this worker's jobs: a count its job processes share) is not
+waited for until it answers again; what was not sent is dropped, said in the log and in the
+job's `result.warnings`. A job that runs again (a crash, a lost lease) logs into the same run.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
+import multiprocessing
 import os
 import threading
 import time
@@ -30,6 +34,25 @@ MAX_PARAM_CHARS = 6000
 MAX_BUFFERED_ROWS = 100_000  # past it the oldest rows are dropped (a server down for days)
 NOT_LOGGED = ("checkpoint.pt",)  # resumable state: large, and useless outside this service
 JOB_TAG = "dcl.job_id"
+FAILING_AFTER = 3
+"""Failed tries in a row after which the server is skipped (not waited for) until it answers."""
+
+_failures_in_a_row = None
+"""Shared by a worker's job processes (made in its main process before the pool forks)."""
+
+
+def arm() -> None:
+    global _failures_in_a_row
+    _failures_in_a_row = multiprocessing.get_context("fork").RawValue(ctypes.c_int, 0)
+
+
+def _shared_failures(change: int | None = None) -> int:
+    """The worker's count of failed tries in a row: +1 (`change=1`), reset (`change=0`), or read."""
+    if _failures_in_a_row is None:
+        return 0
+    if change is not None:
+        _failures_in_a_row.value = _failures_in_a_row.value + 1 if change else 0
+    return _failures_in_a_row.value
 
 
 def experiment_name(owner: str) -> str:
@@ -109,14 +132,33 @@ class MlflowSink:
     def on_checkpoint(self, path: Path, sha256: str) -> None:
         pass
 
+    @property
+    def failing(self) -> bool:
+        """The server failed the last FAILING_AFTER tries (this sink's, or its worker's)."""
+        return max(self._failures, _shared_failures()) >= FAILING_AFTER
+
+    def warnings(self) -> list[str]:
+        """For the job's result, at its end: what it will not wait for."""
+        if self._done.is_set() or not self.failing:
+            return []
+        return [f"MLflow at {self.tracking_uri} is not answering ({max(self._failures, _shared_failures())} failed "
+                "tries in a row): this job's last metrics and files are not logged there; the job did not wait"]
+
     def close(self, outcome: dict | None = None) -> bool:
         """Hand over the job's end (`{"status", "result", "step"}`, None when this worker lost the
-        job) and wait up to `flush_s` for everything to be sent; True when it was."""
+        job) and wait up to `flush_s` for everything to be sent, unless the server is failing;
+        True when it was sent."""
         with self._lock:
             self._final = outcome or {"status": None}
         self._wake.set()
-        sent = self._done.wait(self.flush_s)
-        if not sent:
+        deadline = time.monotonic() + self.flush_s
+        while not self._done.is_set() and not self.failing and time.monotonic() < deadline:
+            self._done.wait(min(0.2, max(0.0, deadline - time.monotonic())))  # a failure ends the wait
+        sent = self._done.is_set()
+        if not sent and self.failing:
+            log.warning("job %s: MLflow at %s is failing; not waiting for it: the run's last %d metrics rows and "
+                        "files are not logged there", self.job.id, self.tracking_uri, len(self._rows))
+        elif not sent:
             log.warning("job %s: MLflow at %s did not take the run's last %d metrics rows and files within "
                         "%.0f s (DCL_MLFLOW_FLUSH_SECONDS); they are not logged there", self.job.id,
                         self.tracking_uri, len(self._rows), self.flush_s)
@@ -139,8 +181,10 @@ class MlflowSink:
                         self._done.set()
                         return
                 if self._send(client):
+                    _shared_failures(0)
                     self._done.set()
                     return
+                _shared_failures(0)
                 if self._failures:
                     log.info("job %s: MLflow at %s reachable again", self.job.id, self.tracking_uri)
                 self._failures, delay = 0, 0.5
@@ -148,6 +192,7 @@ class MlflowSink:
                 self._wake.clear()
             except Exception as exc:
                 self._failures += 1
+                _shared_failures(1)
                 if self._failures == 1 or self._failures % 20 == 0:
                     log.warning("job %s: MLflow at %s failed (%s: %s); retrying, the job goes on",
                                 self.job.id, self.tracking_uri, type(exc).__name__, exc)
@@ -235,6 +280,7 @@ def preload(settings) -> None:
     """Import the MLflow client in the worker's main process when tracking is on: importing it
     takes seconds, and every job's child would otherwise pay that again."""
     if settings.mlflow_tracking_uri:
+        arm()
         try:
             import mlflow.tracking  # noqa: F401
         except ImportError:

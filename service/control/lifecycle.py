@@ -175,11 +175,14 @@ class Lifecycle:
             if not transitions.record_progress(conn, self.db.upsert, job_id, worker, step, total_steps, epoch, rows):
                 raise self._refuse(job_id, "record progress", f"{worker} no longer holds it")
 
-    def release(self, job_id: str, worker: str, *, countdown: float | None = None) -> None:
-        """Give a claimed job back unstarted (no room on the GPU); it is sent again after `countdown` s."""
+    def release(self, job_id: str, worker: str, *, countdown: float | None = None, send: bool = True) -> None:
+        """Give a claimed job back (no room on the GPU; the worker shuts down); it is sent again after
+        `countdown` s, or, `send=False`, by the next reconciler pass that looks for it."""
         with self.db.engine.begin() as conn:
             if not transitions.release(conn, job_id, worker, self.clock.now()):
                 raise self._refuse(job_id, "release", f"{worker} does not hold it")
+        if not send:
+            return
         job = self.jobs.get(job_id)
         if job is not None and job.queue:
             self.dispatcher.send(job_id, job.queue, countdown=countdown)

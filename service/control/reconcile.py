@@ -28,13 +28,17 @@ MAX_ATTEMPTS = 5
 """Claims after which a job whose worker keeps dying is failed instead of retried."""
 
 
-def reconcile(plane: ControlPlane, *, max_attempts: int = MAX_ATTEMPTS) -> list[tuple[str, str]]:
+def reconcile(plane: ControlPlane, *, max_attempts: int = MAX_ATTEMPTS,
+              queued_older_than_s: float | None = None) -> list[tuple[str, str]]:
     """One pass. Returns what it did: (job_id, action), action one of `requeued` (a running job
     whose worker died), `resent` (a queued job whose message was lost), `cancelled`, `failed`,
-    `settled` (a sweep whose children all ended)."""
+    `settled` (a sweep whose children all ended). `queued_older_than_s`: how old a queued job's
+    message must be to be looked for (default DCL_REQUEUE_AFTER_SECONDS)."""
     lifecycle = plane.lifecycle
     actions = settle_parents(plane)
-    stale = plane.jobs.stale(queued_older_than_s=plane.settings.requeue_after_seconds)
+    if queued_older_than_s is None:
+        queued_older_than_s = plane.settings.requeue_after_seconds
+    stale = plane.jobs.stale(queued_older_than_s=queued_older_than_s)
     if not stale:
         return actions
     pending = pending_job_ids(plane.celery, sorted({job.queue for job in stale if job.queue}))
@@ -71,3 +75,20 @@ def settle_parents(plane: ControlPlane) -> list[tuple[str, str]]:
         except Exception:
             log.warning("could not settle %s; will try again", parent_id, exc_info=True)
     return actions
+
+
+def take_over(plane: ControlPlane, node: str) -> list[str]:
+    """The worker `node` is known dead (its supervisor saw it exit): its running jobs go back to
+    the queue now, not when their leases run out, and it no longer counts as seen. Returns the
+    job ids requeued."""
+    requeued = []
+    for job in plane.jobs.running_held_by(f"{node}/"):
+        try:
+            plane.lifecycle.expire_lease(job.id, job.worker)
+            plane.lifecycle.requeue(job.id)
+        except Refused:  # it ended, or someone else took it, in the meantime
+            continue
+        requeued.append(job.id)
+        log.warning("job %s: its worker %s died; queued again", job.id, node)
+    plane.workers.forget(node)
+    return requeued

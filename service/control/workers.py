@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 
 from service.control.clock import Clock, SYSTEM
 from service.control.db import Database
@@ -35,3 +35,9 @@ class WorkerRepo:
             rows = conn.execute(select(workers).where(workers.c.seen_at >= since)
                                 .order_by(workers.c.name)).mappings().all()
         return [WorkerSighting(name=r["name"], info=r["info"] or {}, seen_at=r["seen_at"]) for r in rows]
+
+    def forget(self, node: str) -> None:
+        """`node` (a worker) and its job processes (`node/PID`) are gone: no longer counted."""
+        with self.db.engine.begin() as conn:
+            conn.execute(delete(workers).where(or_(workers.c.name == node,
+                                                   workers.c.name.startswith(f"{node}/", autoescape=True))))

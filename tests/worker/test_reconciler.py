@@ -88,6 +88,20 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again(plane, clock, celery)
     assert plane.jobs.get(job.id).status == "queued"
 
 
+def test_a_starting_workers_first_pass_resends_a_fresh_job_whose_message_is_gone(plane, clock, celery,
+                                                                                broker_settings):
+    """A job given back by a worker that shut down: that worker may have taken (and lost) its new
+    message on its way out. The next worker's first pass sends it again without waiting."""
+    job = submit(plane, "me", CPU_SPEC)
+    lose_messages(celery, "cpu")
+    clock.advance(1)  # a second, not the DCL_REQUEUE_AFTER_SECONDS a later pass waits
+    reconciler = Reconciler(broker_settings, celery, plane=plane, worker_info={"node": "dcl-new@host"})
+    assert reconciler.run_once() == [(job.id, "resent")]
+    assert pending_job_ids(celery, ["cpu"]) == {job.id}
+    lose_messages(celery, "cpu")
+    assert reconciler.run_once() == []  # later passes wait DCL_REQUEUE_AFTER_SECONDS as before
+
+
 def test_a_queued_job_waiting_behind_a_long_one_is_left_alone(plane, clock):
     submit(plane, "me", CPU_SPEC)  # its message waits in the broker
     clock.advance(3600)

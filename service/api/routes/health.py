@@ -57,9 +57,10 @@ def worker_nodes(rows: list[WorkerSighting]) -> list[dict]:
     return [{**n, "seen_at": n["seen_at"].isoformat()} for n in sorted(nodes.values(), key=lambda n: n["name"])]
 
 
-@router.get("/readyz", responses={503: {"description": "Database or broker unreachable"}})
+@router.get("/readyz", responses={503: {"description": "Database or broker unreachable, or no embedded worker"}})
 async def readyz(request: Request, who: Viewer) -> JSONResponse:
-    """Ready when the job store and the broker answer. With auth on, the reasons and the
+    """Ready when the job store and the broker answer (and, under `dcl serve --embedded`, its
+    worker is alive; a distributed deployment's workers are counted, not required). With auth on, the reasons and the
     workers (names, processes, jobs) are shown to operator keys only; others get the verdict
     and the number of workers."""
     state = request.app.state
@@ -70,15 +71,21 @@ async def readyz(request: Request, who: Viewer) -> JSONResponse:
         _check(plane.workers.seen_within, state.settings.worker_seen_seconds),
     )
     nodes = worker_nodes(workers.pop("items", []))
-    ready = database["ok"] and broker["ok"]
+    embedded = getattr(state, "embedded_worker", None)  # set by `dcl serve --embedded`
+    no_worker = embedded is not None and not embedded.alive
+    ready = database["ok"] and broker["ok"] and not no_worker
     body = {
         "status": "ready" if ready else "not ready",
         "database": database,
         "broker": broker,
         "workers": {"count": len(nodes), "seen_within_s": state.settings.worker_seen_seconds, "items": nodes},
     }
+    if embedded is not None:
+        body["workers"]["embedded"] = {"alive": not no_worker, "restarts": embedded.restarts}
     if not ready:
-        body["detail"] = "not ready: " + ", ".join(k for k in ("database", "broker") if not body[k]["ok"]) + " unreachable"
+        unreachable = [k for k in ("database", "broker") if not body[k]["ok"]]
+        problems = ([", ".join(unreachable) + " unreachable"] if unreachable else []) + (["no worker"] if no_worker else [])
+        body["detail"] = "not ready: " + "; ".join(problems)
     if who != OPERATOR:  # host names, process ids, other owners' jobs, connection errors
         body["workers"].pop("items")
         for part in ("database", "broker", "workers"):
