@@ -103,35 +103,33 @@ def make_train_step(model, loss_fn, make_views, optimizer, scheduler, *, dtype, 
             scaler.update()
         return loss.detach()
 
-    def eager(batch: torch.Tensor) -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = forward_backward(model, make_views(batch))
-        scheduler.step()
-        return loss
+    def with_schedule(body):
+        def step(batch: torch.Tensor) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)  # outside any graph: dynamo does not trace it (no tensor work)
+            loss = body(batch)
+            scheduler.step()
+            return loss
 
+        return step
+
+    eager = with_schedule(lambda batch: forward_backward(model, make_views(batch)))
     if not compile:
         return eager
     if whole:
+        make_views.augment.prepare(next(model.parameters()).device)
         graph = torch.compile(lambda batch, uniform: forward_backward(model, make_views.render(batch, uniform)),
                               mode=compile_mode)
 
-        def compiled(batch: torch.Tensor) -> torch.Tensor:
+        def whole_step(batch: torch.Tensor) -> torch.Tensor:
             uniform = make_views.draw(batch)  # a generator cannot enter a graph: draw outside it
-            optimizer.zero_grad(set_to_none=True)  # dynamo does not trace it (no tensor work anyway)
-            loss = graph(batch, uniform)
-            scheduler.step()
-            return loss
+            if batch.is_cuda:  # a new CUDA-graph generation: the last step's loss was already read
+                torch.compiler.cudagraph_mark_step_begin()
+            return graph(batch, uniform)
 
-        make_views.augment.prepare(next(model.parameters()).device)
+        compiled = with_schedule(whole_step)
     else:
         net = torch.compile(model, mode=compile_mode)
-
-        def compiled(batch: torch.Tensor) -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            loss = forward_backward(net, make_views(batch))
-            scheduler.step()
-            return loss
-
+        compiled = with_schedule(lambda batch: forward_backward(net, make_views(batch)))
     chosen = []
 
     def step(batch):

@@ -87,6 +87,7 @@ class _NoFallback:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # compiling on a loaded 2-core CPU takes minutes
 def test_the_compiled_whole_step_follows_the_eager_loss_trajectory():
     steps = 200
     eager, compiled = _trajectory(False, steps), _trajectory(True, steps)
