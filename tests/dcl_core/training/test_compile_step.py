@@ -97,3 +97,29 @@ def test_the_compiled_whole_step_follows_the_eager_loss_trajectory():
     assert torch.allclose(compiled_t[:10], eager_t[:10], atol=1e-3)
     assert (compiled_t - eager_t).abs().max() < 0.05, (compiled_t - eager_t).abs().max()
     assert compiled_t[-20:].mean() < compiled_t[:20].mean()  # it trains
+
+
+def test_a_checkpoint_with_a_tensor_learning_rate_resumes_either_way(tmp_path):
+    from dcl_core.training.checkpoint import load_checkpoint, save_checkpoint
+
+    config = TrainConfig(batch_size=8, epochs=2)
+    net = torch.nn.Linear(3, 2)
+    opt = build_optimizer(net, config, torch.device("cpu"))
+    sched = build_scheduler(opt, config, steps_per_epoch=2, total_steps=4)
+    lr_as_tensor(opt, True)
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    save_checkpoint(tmp_path / "c.pt", {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+    state = load_checkpoint(tmp_path / "c.pt")
+    for as_tensor in (False, True):
+        again = build_optimizer(net, config, torch.device("cpu"))
+        again_sched = build_scheduler(again, config, steps_per_epoch=2, total_steps=4)
+        again.load_state_dict(state["optimizer"])
+        again_sched.load_state_dict(state["scheduler"])
+        lr_as_tensor(again, as_tensor)
+        assert isinstance(again.param_groups[0]["lr"], torch.Tensor) == as_tensor
+        assert float(again.param_groups[0]["lr"]) == pytest.approx(float(opt.param_groups[0]["lr"]))
+        again_sched.step()
+        sched_lr = float(again.param_groups[0]["lr"])
+        assert 0 < sched_lr < float(opt.param_groups[0]["lr"])  # the cosine goes on from where it was
