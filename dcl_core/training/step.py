@@ -140,6 +140,7 @@ def make_train_step(model, loss_fn, make_views, optimizer, scheduler, *, dtype, 
                 return out
             except Exception as exc:  # a compiler/toolchain problem must not kill a training run
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly", stacklevel=2)
+                lr_as_tensor(optimizer, False)  # eager kernels take a float rate without a device read
                 chosen.append(eager)
         return chosen[0](batch)
 
