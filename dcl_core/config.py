@@ -218,7 +218,11 @@ class TrainConfig(Strict):
     seed: Seed = 0
     device: Device = "auto"
     precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere.")
-    compile: bool | None = Field(default=None, description="torch.compile the encoder; None: on for CUDA.")
+    compile: bool | None = Field(default=None, description="torch.compile the training step (see compile_step); None: on for CUDA.")
+    compile_step: bool | None = Field(
+        default=None, description="With compile: compile the whole step (augmentation, loss, backward, optimiser) "
+        "with the encoder, not the encoder alone; None: on (single device, not fp16). false: the encoder alone.",
+    )
     channels_last: bool | None = Field(default=None, description="None: on for CUDA.")
     log_every_steps: int = Field(default=10, ge=1, le=MAX_COUNT)
     checkpoint_every_steps: int = Field(default=500, ge=1, le=MAX_COUNT, description="Also at every epoch end.")

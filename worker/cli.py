@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_compile_cache(settings) -> None:
+    """Point torch.compile's persistent caches (Inductor's FX graph and AOT autograd caches,
+    Triton's kernels: all under TORCHINDUCTOR_CACHE_DIR) at the worker's volume; every job
+    process inherits it. An operator's own TORCHINDUCTOR_CACHE_DIR wins."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings.compile_cache_dir))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.gpu is not None:
         if args.gpu < 0:
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
+    use_compile_cache(settings)
     if args.concurrency is None:
         args.concurrency = settings.jobs_per_gpu
     if args.preload:

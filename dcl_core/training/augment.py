@@ -192,15 +192,23 @@ class SimCLRAugment(nn.Module):
         generator: torch.Generator | None = None,
     ) -> AugmentParams:
         """Draw one view's parameters for a batch of `batch_size` images of height x width."""
+        return self.params_from_uniform(self.draw_uniform(batch_size, device, generator), height, width)
+
+    def draw_uniform(self, batch_size: int, device: torch.device | str = "cpu",
+                     generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+        """The one random draw behind a batch's parameters: float32 (batch_size, 17) uniforms,
+        into `out` when given (a static buffer for a compiled step: the draw stays outside it)."""
         device = torch.device(device)
         if generator is not None and generator.device.type != device.type:
             raise ValueError(
                 f"the generator is on {generator.device} but the images are on {device}: "
                 "create it with torch.Generator(device=images.device)"
             )
-        cfg = self.config
-        u = torch.rand(batch_size, _N_UNIFORM, generator=generator, device=device, dtype=torch.float32)
+        return torch.rand(batch_size, _N_UNIFORM, generator=generator, device=device, dtype=torch.float32, out=out)
 
+    def params_from_uniform(self, u: Tensor, height: int, width: int) -> AugmentParams:
+        """The parameters `sample_params` derives from its uniform draw `u` (see `draw_uniform`)."""
+        cfg = self.config
         lo, hi = cfg.crop_scale
         area = lo + (hi - lo) * u[:, 0]
         log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
@@ -259,6 +267,11 @@ class SimCLRAugment(nn.Module):
             end = min(start + step, b)
             self._render(images[start:end], plan.slice(start, end), out[start:end])
         return out
+
+    def prepare(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        """Make the cached constants for a device and dtype now, before a compiled step captures
+        the augmentation (a graph must read them, not create them)."""
+        self._normaliser(constants(torch.empty((), dtype=dtype, device=device)).eye)
 
     def _chunk(self, images: Tensor) -> int:
         if self.cpu_chunk is not None:

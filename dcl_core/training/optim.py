@@ -45,29 +45,53 @@ class LARS(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, wd = p.grad, group["weight_decay"]
-                trust = None
-                if group["lars"]:
-                    # The paper's ratio: the norms of the raw gradient and of the weights, added
-                    # (not the norm of g + wd * w, which differs unless g is parallel to w).
-                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
-                    denom = g_norm + wd * w_norm
-                    # torch.where keeps this on the device: no host sync per parameter.
-                    trust = torch.where((w_norm > 0) & (denom > 0), group["eta"] * w_norm / denom, 1.0)
-                if wd:
-                    grad = grad.add(p, alpha=wd)
-                if trust is not None:
-                    grad = grad.mul(trust)
-                buf = self.state[p].get("momentum_buffer")
-                if buf is None:
-                    buf = self.state[p]["momentum_buffer"] = grad.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(grad)
-                p.add_(buf, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update(group, params)
         return loss
+
+    def _update(self, group: dict, params: list[torch.Tensor]) -> None:
+        """One group's update as a few foreach operations over all its tensors (no Python loop
+        issuing kernels per parameter)."""
+        grads = [p.grad for p in params]
+        wd, lr = group["weight_decay"], group["lr"]
+        trust = None
+        if group["lars"]:
+            # The paper's ratio: the norms of the raw gradient and of the weights, added
+            # (not the norm of g + wd * w, which differs unless g is parallel to w).
+            w_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            denom = g_norm + wd * w_norm
+            # torch.where keeps this on the device: no host sync per parameter.
+            trust = torch.where((w_norm > 0) & (denom > 0), group["eta"] * w_norm / denom, 1.0).unbind()
+        if wd:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if trust is not None:
+            grads = torch._foreach_mul(grads, trust)
+        for p in params:
+            if "momentum_buffer" not in self.state[p]:  # first step: 0 * m + g is g exactly
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        bufs = [self.state[p]["momentum_buffer"] for p in params]
+        torch._foreach_mul_(bufs, group["momentum"])
+        torch._foreach_add_(bufs, grads)
+        if isinstance(lr, torch.Tensor):
+            torch._foreach_sub_(params, torch._foreach_mul(bufs, lr))
+        else:
+            torch._foreach_add_(params, bufs, alpha=-lr)
+
+
+def lr_as_tensor(optimizer: torch.optim.Optimizer, as_tensor: bool) -> None:
+    """Each group's learning rate as a 0-d tensor (a compiled step reads it without recompiling
+    when the scheduler changes it) or as a float (the eager step; also how checkpoints made
+    before tensors were used hold it). Either loads from either."""
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if as_tensor and not isinstance(lr, torch.Tensor):
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32)
+            if group.get("foreach") and group.get("capturable") is False:
+                group["foreach"] = False  # Adam's foreach form takes a tensor lr only when capturable (CUDA)
+        elif not as_tensor and isinstance(lr, torch.Tensor):
+            group["lr"] = float(lr)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -112,7 +112,8 @@ def _epoch_batches(data: ImageSet | ImageStream, images: torch.Tensor | None, co
 def _config_fingerprint(config: TrainConfig) -> str:
     # Fields that do not change the run's math may differ on resume (e.g. logging cadence;
     # in-memory or streamed data train to the same weights).
-    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile", "export", "evaluate"}
+    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile", "compile_step", "export",
+            "evaluate"}
     exclude = {**dict.fromkeys(skip, True), "dataset": {"in_memory": True}}
     return json.dumps(config.model_dump(mode="json", exclude=exclude), sort_keys=True)
 
@@ -240,7 +241,7 @@ def _fit(config: TrainConfig, run_dir: Path, hooks: Hooks, env: DataEnv | None) 
     use_compile = config.compile if config.compile is not None else device.type == "cuda"
     step_fn = make_train_step(train_model, loss_fn, view_maker(augment, aug_gen), optimizer, scheduler,
                               dtype=dtype, channels_last=channels_last, compile=use_compile, compile_mode=COMPILE_MODE,
-                              scaler=scaler)
+                              scaler=scaler, whole=world == 1 and config.compile_step is not False)
 
     knn = _KnnMonitor(config, env, image_size, mean, std, device, dtype) if config.knn_monitor else None
     is_main = rank == 0
@@ -339,5 +340,5 @@ def _read_metrics(loss_sum, window_steps, window_start, batch_size, optimizer, s
     elapsed = max(time.monotonic() - window_start, 1e-9)
     return {
         "step": step, "epoch": step / steps_per_epoch, "loss": loss,
-        "lr": optimizer.param_groups[0]["lr"], "views_per_s": 2 * batch_size * window_steps / elapsed,
+        "lr": float(optimizer.param_groups[0]["lr"]), "views_per_s": 2 * batch_size * window_steps / elapsed,
     }

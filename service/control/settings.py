@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     datasets_dir: Path | None = Field(default=None, description="Default {data_dir}/datasets (share it between API and workers).")
     torchvision_root: Path | None = Field(default=None, description="Default {data_dir}/torchvision.")
     cache_dir: Path | None = Field(default=None, description="Default {data_dir}/cache.")
+    compile_cache_dir: Path | None = Field(
+        default=None, description="torch.compile's caches for a worker's jobs (TORCHINDUCTOR_CACHE_DIR: compiled "
+        "graphs and kernels), so a job with shapes seen before compiles in seconds. Default {data_dir}/compile-cache.",
+    )
     allow_download: bool = Field(default=False, description="Let jobs download torchvision datasets.")
     storage_url: str = Field(
         default="", description="Where datasets, checkpoints and artifacts are kept: file://{data_dir} (the default, "
@@ -154,6 +158,7 @@ class Settings(BaseSettings):
         self.datasets_dir = absolute(self.datasets_dir) or data / "datasets"
         self.torchvision_root = absolute(self.torchvision_root) or data / "torchvision"
         self.cache_dir = absolute(self.cache_dir) or data / "cache"
+        self.compile_cache_dir = absolute(self.compile_cache_dir) or data / "compile-cache"
         self.database_url = self.database_url or f"sqlite:///{data.resolve()}/dcl.db"
         self.broker_url = self.broker_url or f"sqla+sqlite:///{data.resolve()}/broker.db"
         self.storage_url = self.storage_url or f"file://{data}"

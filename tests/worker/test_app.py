@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,17 @@ def test_dcl_worker_is_a_dcl_command():
         raise AssertionError("the dcl.commands entry point is not installed: pip install -e .")
     assert out.returncode == 0, out.stderr
     assert "--gpu" in out.stdout and "--queues" in out.stdout
+
+
+def test_a_worker_points_the_compile_cache_at_its_volume(tmp_path, monkeypatch):
+    from service.control.settings import Settings
+    from worker.cli import use_compile_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.compile_cache_dir == tmp_path / "compile-cache"
+    use_compile_cache(settings)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile-cache")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")  # an operator's own choice wins
+    use_compile_cache(settings)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dcl_core.config import TrainConfig
-from dcl_core.training.optim import LARS, build_optimizer, build_scheduler, param_groups, warmup_cosine
+from dcl_core.training.optim import LARS, build_optimizer, build_scheduler, lr_as_tensor, param_groups, warmup_cosine
 
 
 def _net():
@@ -104,3 +104,45 @@ def test_lars_trust_ratio_with_weight_decay_is_the_papers():
     buf = 0.9 * first + trust * (torch.tensor([0.0, 2.0]) + 0.1 * w_now)
     opt.step()
     assert torch.allclose(w.detach(), w_now - 2.0 * buf, atol=1e-7)
+
+
+def _reference_lars_step(params, state, lr, momentum, wd, eta, lars):
+    """LARS one parameter at a time (the loop the foreach update replaced)."""
+    for p in params:
+        grad = p.grad
+        trust = None
+        if lars:
+            w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+            denom = g_norm + wd * w_norm
+            trust = torch.where((w_norm > 0) & (denom > 0), eta * w_norm / denom, 1.0)
+        if wd:
+            grad = grad.add(p, alpha=wd)
+        if trust is not None:
+            grad = grad.mul(trust)
+        buf = state.get(p)
+        buf = state[p] = grad.clone() if buf is None else buf.mul_(momentum).add_(grad)
+        p.add_(buf, alpha=-lr)
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_foreach_lars_equals_the_per_parameter_reference(tensor_lr):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    ref = [p.detach().clone() for p in net.parameters()]
+    groups = param_groups(net, weight_decay=0.01, exclude_bias_norm=True)
+    opt = LARS(groups, lr=0.5, momentum=0.9, eta=0.02)
+    if tensor_lr:
+        lr_as_tensor(opt, True)
+    states = [{}, {}]
+    ref_groups = [[ref[i] for i, p in enumerate(net.parameters()) if any(p is q for q in g["params"])] for g in groups]
+    for _ in range(5):
+        x = torch.randn(8, 5)
+        grads = torch.autograd.grad(net(x).square().mean(), list(net.parameters()))
+        for p, r, g in zip(net.parameters(), ref, grads):
+            p.grad, r.grad = g.clone(), g.clone()
+        opt.step()
+        for k, group in enumerate(groups):
+            with torch.no_grad():
+                _reference_lars_step(ref_groups[k], states[k], 0.5, 0.9, group["weight_decay"], 0.02, group["lars"])
+    for p, r in zip(net.parameters(), ref):
+        assert torch.allclose(p.detach(), r, atol=1e-6), (p, r)
