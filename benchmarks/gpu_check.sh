@@ -50,10 +50,12 @@ step() {
 
 if [[ $DRY == 1 ]]; then
   DEV=cpu; ENC=convnet_small; NIMG=64; EPOCHS=2; TRAIN_B=16; TP_STEPS=2; TP_WIN=1; TP_WARM=1
-  JOBS_S=0.5; JOBS_WARM=1; MAX_IMG='"max_images": 64,'; PROBE_TEST=32; BATCHES="16 8"; JOBS="2"
+  JOBS_ARGS="--seconds 0.5 --warmup 1 --image-size 16 --num-images 64 --steps-per-check 1 --threads 1 --jobs 2"
+  MAX_IMG='"max_images": 64,'; PROBE_TEST=32; BATCHES="16 8"
 else
   DEV=cuda; ENC=resnet18; NIMG=10000; EPOCHS=3; TRAIN_B=256; TP_STEPS=20; TP_WIN=3; TP_WARM=8
-  JOBS_S=8; JOBS_WARM=20; MAX_IMG=''; PROBE_TEST=2000; BATCHES="256 32"; JOBS="2 4 8"
+  JOBS_ARGS="--seconds 8 --warmup 20 --num-images 2048 --jobs 2 4 8"
+  MAX_IMG=''; PROBE_TEST=2000; BATCHES="256 32"
 fi
 
 # ---------------------------------------------------------------- 1 the machine
@@ -120,8 +122,8 @@ train train_cold "$EPOCHS"
 train train_warm 1
 
 # ---------------------------------------------------------------- 6 jobs per GPU at batch 32
-step jobs_per_gpu 150 "$PY" benchmarks/jobs_per_gpu.py --device "$DEV" --encoder "$ENC" --batch-size 32 \
-  --num-images 2048 --seconds "$JOBS_S" --warmup "$JOBS_WARM" --jobs $JOBS
+# shellcheck disable=SC2086  # JOBS_ARGS is a list of arguments
+step jobs_per_gpu 150 "$PY" benchmarks/jobs_per_gpu.py --device "$DEV" --encoder "$ENC" --batch-size 32 $JOBS_ARGS
 
 # ---------------------------------------------------------------- 7 the probe end to end, cold then cached
 PROBE_CACHE=$WORK/probe-cache
