@@ -160,6 +160,7 @@ def cmd_train(args) -> int:
     if main_rank:
         print(json.dumps({"out": str(args.out), "steps": result.steps, "seconds": round(result.seconds, 1),
                           "encoder_sha256": result.encoder_sha256, "metrics": result.final_metrics,
+                          **({"compile_s": round(result.compile_s, 1)} if result.compile_s is not None else {}),
                           **({"scores": result.evaluation["scores"]} if result.evaluation else {}),
                           **({"warnings": result.warnings} if result.warnings else {})}, indent=2))
         for warning in result.warnings:

@@ -226,6 +226,10 @@ class TrainConfig(Strict):
     channels_last: bool | None = Field(default=None, description="None: on for CUDA.")
     log_every_steps: int = Field(default=10, ge=1, le=MAX_COUNT)
     checkpoint_every_steps: int = Field(default=500, ge=1, le=MAX_COUNT, description="Also at every epoch end.")
+    checkpoint_every_s: float = Field(
+        default=300.0, gt=0, le=1e9, description="Also when this many seconds have passed since the last checkpoint "
+        "(and at every epoch end); written in the background.",
+    )
     max_runtime_s: float | None = Field(
         default=None, gt=0, description="Fail the run past this wall time (at least 1 s).")
     export: list[Literal["onnx", "hf"]] = Field(

@@ -7,6 +7,10 @@ from typing import Any, Callable, Protocol
 
 
 class Hooks(Protocol):
+    """Training calls `on_start`, `on_step` and `on_checkpoint` from one background thread, in
+    order (dcl_core.training.run_log), and `should_stop` from the training thread; an exception
+    from the first three is raised in the training thread at its next step."""
+
     def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
         """Called once before the first step (also on resume), with the run's size."""
 

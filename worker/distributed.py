@@ -36,7 +36,7 @@ STOP_FILE = ".stop"
 RESULT_FILE = ".result.json"
 ERROR_FILE = ".error.json"
 LOG_FILE = ".torchrun.log"
-STOP_POLL_STEPS = 5  # ranks agree on stopping every this many steps (one tiny collective)
+STOP_POLL_STEPS = 10  # ranks share the stop flag every this many steps (one tiny asynchronous collective)
 
 
 # --------------------------------------------------------------------------- the job process
@@ -143,14 +143,16 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 
 class RankHooks:
-    """Rank 0 writes the engine's events for the job process; every rank asks rank 0 whether to
-    stop, every STOP_POLL_STEPS polls (the engine polls once a step on every rank, so the ranks
-    meet in the same collective)."""
+    """Rank 0 writes the engine's events for the job process; every STOP_POLL_STEPS polls the ranks
+    share rank 0's stop flag (the engine polls once a step on every rank, so the ranks meet in the
+    same collective). The broadcast is asynchronous and read at the next such poll, one window
+    late: no rank waits on the device for it, and all ranks still stop at the same step."""
 
     def __init__(self, run_dir: Path, rank: int, device: str):
         self.run_dir, self.rank, self.device = run_dir, rank, device
         self.polls = 0
         self.stopped = False
+        self._flag = None  # the flag broadcast at the previous window: (host copy, its copy's event)
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.rank == 0:
@@ -172,14 +174,29 @@ class RankHooks:
         self.polls += 1
         if self.polls % STOP_POLL_STEPS:
             return False
+        if self._flag is not None:
+            host, copied = self._flag
+            if copied is not None:
+                copied.synchronize()
+            self.stopped = bool(host.item())
+        if not self.stopped:
+            self._flag = self._share_flag()
+        return self.stopped
+
+    def _share_flag(self):
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([1 if self.rank == 0 and (self.run_dir / STOP_FILE).exists() else 0],
-                            device=self.device)
-        dist.broadcast(flag, src=0)
-        self.stopped = bool(flag.item())
-        return self.stopped
+        cuda = self.device.startswith("cuda")
+        flag = torch.tensor([1 if self.rank == 0 and (self.run_dir / STOP_FILE).exists() else 0], device=self.device)
+        dist.broadcast(flag, src=0, async_op=True).wait()  # NCCL: the stream waits, not the host
+        host = torch.empty(1, dtype=flag.dtype, pin_memory=cuda)
+        host.copy_(flag, non_blocking=cuda)
+        copied = None
+        if cuda:
+            copied = torch.cuda.Event()
+            copied.record()
+        return host, copied
 
 
 def rank_main(job_file: str) -> int:

@@ -8,6 +8,7 @@ are made there in batch, the loss is accumulated on the device and read every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,12 +32,14 @@ from dcl_core.export.formats import export_formats
 from dcl_core.hooks import Hooks, NullHooks
 from dcl_core.tracking import SinkHooks, TensorBoardHooks
 from dcl_core.training.augment import SimCLRAugment
-from dcl_core.training.checkpoint import load_checkpoint, save_checkpoint
+from dcl_core.training.checkpoint import load_checkpoint
+from dcl_core.training.checkpoint_writer import CheckpointWriter, Gate
 from dcl_core.training.device import autocast_dtype, resolve_device
 from dcl_core.training.image_ops import EvalTransform
 from dcl_core.training.losses import build_loss
 from dcl_core.training.optim import build_optimizer, build_scheduler
 from dcl_core.training.paths import CHECKPOINT, METRICS
+from dcl_core.training.run_log import HookThread, LossReader, MetricsLog
 from dcl_core.training.step import COMPILE_MODE, build_model, make_train_step, view_maker
 
 
@@ -48,6 +51,7 @@ class TrainResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     encoder_sha256: str | None = None
     seconds: float = 0.0
+    compile_s: float | None = None  # the first step's wall time when compiling (compilation included)
     evaluation: dict[str, Any] | None = None  # config.evaluate's {"scores", "evaluation"} (dcl_core.evaluation.evaluate)
     warnings: list[str] = field(default_factory=list)  # advice a user should read (e.g. ViT with SGD)
 
@@ -112,28 +116,10 @@ def _epoch_batches(data: ImageSet | ImageStream, images: torch.Tensor | None, co
 def _config_fingerprint(config: TrainConfig) -> str:
     # Fields that do not change the run's math may differ on resume (e.g. logging cadence;
     # in-memory or streamed data train to the same weights).
-    skip = {"log_every_steps", "checkpoint_every_steps", "max_runtime_s", "device", "compile", "compile_step", "export",
-            "evaluate"}
+    skip = {"log_every_steps", "checkpoint_every_steps", "checkpoint_every_s", "max_runtime_s", "device", "compile",
+            "compile_step", "export", "evaluate"}
     exclude = {**dict.fromkeys(skip, True), "dataset": {"in_memory": True}}
     return json.dumps(config.model_dump(mode="json", exclude=exclude), sort_keys=True)
-
-
-class _MetricsLog:
-    """metrics.jsonl, one JSON object a line; on resume, rows past the checkpoint are dropped."""
-
-    def __init__(self, path: Path, keep_through_step: int, enabled: bool):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        rows = []
-        if path.exists() and keep_through_step > 0:
-            rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_through_step]
-        path.write_text("".join(r + "\n" for r in rows))
-
-    def append(self, row: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
 
 
 class _KnnMonitor:
@@ -248,82 +234,144 @@ def _fit(config: TrainConfig, run_dir: Path, hooks: Hooks, env: DataEnv | None) 
     images = _place_images(data, device) if isinstance(data, ImageSet) else None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_log = _MetricsLog(run_dir / METRICS, step, enabled=is_main)
-    hooks.on_start(total_steps, {
-        "start_step": step, "steps_per_epoch": steps_per_epoch, "num_images": data.num_images,
-        "image_size": image_size, "device": str(device), "world_size": world,
-        "in_memory": isinstance(data, ImageSet),
-    })
+    with _reporting(hooks, MetricsLog(run_dir / METRICS, step, enabled=is_main), ckpt_path, device, is_main) as (
+            reports, writer):
+        reports.on_start(total_steps, {
+            "start_step": step, "steps_per_epoch": steps_per_epoch, "num_images": data.num_images,
+            "image_size": image_size, "device": str(device), "world_size": world,
+            "in_memory": isinstance(data, ImageSet),
+        })
+        losses = LossReader(device)
+        pending: list[tuple[dict[str, Any], Any]] = []  # logging windows whose loss is still on its way
 
-    def checkpoint() -> None:
-        if window_steps:  # never save weights a NaN loss has already spoilt
-            _check_finite(loss_sum.item() / window_steps, step)
-        if is_main:
-            sha = save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "config": _config_fingerprint(config),
-                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-            })
-            hooks.on_checkpoint(ckpt_path, sha)
+        def deliver(row: dict[str, Any], handle) -> None:
+            row["loss"] = losses.read(handle)
+            _check_finite(row["loss"], row["step"])
+            reports.row(row)
 
-    loss_sum = torch.zeros((), device=device)
-    window_steps, window_start = 0, time.monotonic()
-    last: dict[str, float] = {}
-    stopped = False
-    model.train()
-    while step < total_steps and not stopped:
-        epoch = step // steps_per_epoch
-        epoch_start = time.monotonic()
-        for batch in _epoch_batches(data, images, config, epoch, step % steps_per_epoch, rank, world, device):
-            batch = batch.to(device, non_blocking=True)
-            # The views of step s depend on (seed, rank, s) alone: resuming needs no RNG state.
-            aug_gen.manual_seed((config.seed * 1_000_003 + step) * 1024 + rank)
-            loss_sum += step_fn(batch)
-            step += 1
-            window_steps += 1
-            end_of_epoch = step % steps_per_epoch == 0
-            if step % config.log_every_steps == 0 or end_of_epoch or step == total_steps:
-                last = _read_metrics(loss_sum, window_steps, window_start, config.batch_size, optimizer, step, steps_per_epoch)
-                loss_sum.zero_()
-                window_steps, window_start = 0, time.monotonic()
-                if end_of_epoch:
-                    last["epoch_time_s"] = time.monotonic() - epoch_start
-                    if knn is not None and (epoch + 1) % config.knn_monitor.every_epochs == 0:
-                        last["knn_acc"] = knn(model.encoder)
-                metrics_log.append(last)
-                hooks.on_step(step, last)
-            if step % config.checkpoint_every_steps == 0 or end_of_epoch:
-                checkpoint()
-            if config.max_runtime_s is not None and time.monotonic() - started > config.max_runtime_s:
-                checkpoint()
-                raise UserError(
-                    f"run exceeded max_runtime_s={config.max_runtime_s:g} at step {step}/{total_steps}; "
-                    "raise max_runtime_s or lower epochs (the last checkpoint is kept)"
-                )
-            if hooks.should_stop():
-                checkpoint()
-                stopped = True
-                break
-            if step >= total_steps:
-                break
+        def flush_rows() -> None:
+            while pending:
+                deliver(*pending.pop(0))
 
-    result = TrainResult(steps=step, total_steps=total_steps, stopped=stopped, final_metrics=last,
-                         warnings=training_advice(config, model.encoder))
-    if not stopped:
-        checkpoint()
-        if is_main:
-            result.encoder_sha256 = save_encoder(model.encoder, run_dir, {
-                "encoder": config.encoder, "encoder_kwargs": dict(config.encoder_kwargs), "small_stem": small_stem,
-                "image_size": image_size, "mean": list(mean), "std": list(std),
-                "config": config.model_dump(mode="json"), "metrics": last, "warnings": result.warnings,
-            })
-            result.warnings += export_formats(run_dir, config.export)
-            if config.evaluate is not None:
-                from dcl_core.evaluation.evaluate import evaluate_run
+        def checkpoint() -> Gate:
+            """Copy the state for the writer; the caller opens the gate once the rows up to here are queued."""
+            flush_rows()
+            if window_steps:  # never save weights a NaN loss has already spoilt
+                _check_finite(loss_sum.item() / window_steps, step)
+            gate = Gate()
+            if writer is not None:
+                writer.save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "step": step, "config": _config_fingerprint(config),
+                    **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+                }, gate)
+            return gate
 
-                result.evaluation = evaluate_run(run_dir, config, env)
+        def checkpoint_now() -> float:
+            began = time.monotonic()
+            reports.open_after_queued(checkpoint())
+            return time.monotonic() - began
+
+        loss_sum = torch.zeros((), device=device)
+        window_steps, window_start = 0, time.monotonic()
+        last_checkpoint = time.monotonic()
+        compile_s = None
+        last: dict[str, Any] = {}
+        stopped = False
+        model.train()
+        while step < total_steps and not stopped:
+            epoch = step // steps_per_epoch
+            epoch_start, checkpoint_s = time.monotonic(), 0.0
+            for batch in _epoch_batches(data, images, config, epoch, step % steps_per_epoch, rank, world, device):
+                batch = batch.to(device, non_blocking=True)
+                # The views of step s depend on (seed, rank, s) alone: resuming needs no RNG state.
+                aug_gen.manual_seed((config.seed * 1_000_003 + step) * 1024 + rank)
+                if compile_s is None and use_compile:
+                    began = time.monotonic()
+                    loss_sum += step_fn(batch)
+                    loss_sum.item()  # wait for the first step: its time is the compilation's
+                    compile_s = time.monotonic() - began
+                else:
+                    loss_sum += step_fn(batch)
+                step += 1
+                window_steps += 1
+                reports.check()
+                end_of_epoch = step % steps_per_epoch == 0
+                if step % config.log_every_steps == 0 or end_of_epoch or step == total_steps:
+                    flush_rows()  # the previous window's loss: read one window late, so no wait
+                    row = _window_row(window_steps, window_start, config.batch_size, optimizer, step, steps_per_epoch)
+                    handle = losses.start(loss_sum, window_steps)
+                    loss_sum.zero_()
+                    window_steps, window_start = 0, time.monotonic()
+                    if not end_of_epoch:
+                        pending.append((row, handle))
+                    else:  # the epoch's row waits for its kNN and checkpoint times
+                        knn_s = 0.0
+                        if knn is not None and (epoch + 1) % config.knn_monitor.every_epochs == 0:
+                            began = time.monotonic()
+                            row["knn_acc"] = knn(model.encoder)
+                            knn_s = time.monotonic() - began
+                        began = time.monotonic()
+                        gate = checkpoint()
+                        last_checkpoint = time.monotonic()
+                        checkpoint_s += last_checkpoint - began
+                        row["epoch_time_s"] = time.monotonic() - epoch_start
+                        row.update(train_s=row["epoch_time_s"] - knn_s - checkpoint_s, knn_s=knn_s, checkpoint_s=checkpoint_s)
+                        deliver(row, handle)
+                        reports.open_after_queued(gate)
+                    last = row
+                if not end_of_epoch and (step % config.checkpoint_every_steps == 0
+                                         or time.monotonic() - last_checkpoint >= config.checkpoint_every_s):
+                    checkpoint_s += checkpoint_now()
+                    last_checkpoint = time.monotonic()
+                if config.max_runtime_s is not None and time.monotonic() - started > config.max_runtime_s:
+                    checkpoint_now()
+                    raise UserError(
+                        f"run exceeded max_runtime_s={config.max_runtime_s:g} at step {step}/{total_steps}; "
+                        "raise max_runtime_s or lower epochs (the last checkpoint is kept)"
+                    )
+                if hooks.should_stop():
+                    checkpoint_now()
+                    stopped = True
+                    break
+                if step >= total_steps:
+                    break
+
+        result = TrainResult(steps=step, total_steps=total_steps, stopped=stopped, final_metrics=last,
+                             warnings=training_advice(config, model.encoder), compile_s=compile_s)
+        if not stopped:
+            checkpoint_now()
+            if is_main:
+                result.encoder_sha256 = save_encoder(model.encoder, run_dir, {
+                    "encoder": config.encoder, "encoder_kwargs": dict(config.encoder_kwargs), "small_stem": small_stem,
+                    "image_size": image_size, "mean": list(mean), "std": list(std),
+                    "config": config.model_dump(mode="json"), "metrics": last, "warnings": result.warnings,
+                })
+                result.warnings += export_formats(run_dir, config.export)
+                if config.evaluate is not None:
+                    from dcl_core.evaluation.evaluate import evaluate_run
+
+                    result.evaluation = evaluate_run(run_dir, config, env)
     result.seconds = time.monotonic() - started
     return result
+
+
+@contextlib.contextmanager
+def _reporting(hooks: Hooks, metrics_log: MetricsLog, ckpt_path: Path, device: torch.device, is_main: bool):
+    """The run's report thread and checkpoint writer (rank 0 writes checkpoints). On the way out
+    the write in flight lands (or is discarded by its gate) and every queued row is delivered."""
+    reports = HookThread(hooks, metrics_log)
+    writer = CheckpointWriter(ckpt_path, reports.on_checkpoint, pin=device.type == "cuda") if is_main else None
+    try:
+        yield reports, writer
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        reports.close(raise_error=False)
+        raise
+    if writer is not None:
+        writer.wait()
+    reports.close()
 
 
 def _check_finite(loss: float, step: int) -> None:
@@ -334,11 +382,10 @@ def _check_finite(loss: float, step: int) -> None:
         )
 
 
-def _read_metrics(loss_sum, window_steps, window_start, batch_size, optimizer, step, steps_per_epoch) -> dict[str, float]:
-    loss = (loss_sum / window_steps).item()  # the one host sync per logging window
-    _check_finite(loss, step)
+def _window_row(window_steps, window_start, batch_size, optimizer, step, steps_per_epoch) -> dict[str, Any]:
+    """A logging window's metrics; its `loss` is filled in when it has reached the host."""
     elapsed = max(time.monotonic() - window_start, 1e-9)
     return {
-        "step": step, "epoch": step / steps_per_epoch, "loss": loss,
+        "step": step, "epoch": step / steps_per_epoch, "loss": None,
         "lr": float(optimizer.param_groups[0]["lr"]), "views_per_s": 2 * batch_size * window_steps / elapsed,
     }

@@ -10,11 +10,14 @@ from worker.runners import EngineOutcome, Run, runner
 
 def pretrain_result(summary: dict[str, Any], devices: int = 1) -> dict[str, Any]:
     """The job's result from a run's summary (`steps`, `final_metrics`, `warnings`, `evaluation`:
-    `{"scores", "evaluation"}` when the config has an `evaluate` block)."""
+    `{"scores", "evaluation"}` when the config has an `evaluate` block; `compile_s`, the first
+    step's wall time, when the run compiled its step)."""
     result: dict[str, Any] = {"final_metrics": dict(summary.get("final_metrics") or {}),
                               "steps": int(summary.get("steps") or 0)}
     if devices > 1:
         result["devices"] = devices
+    if summary.get("compile_s") is not None:
+        result["compile_s"] = float(summary["compile_s"])
     if summary.get("warnings"):
         result["warnings"] = list(summary["warnings"])
     result.update(summary.get("evaluation") or {})
@@ -25,7 +28,7 @@ def run_summary(train_result) -> dict[str, Any]:
     """A `dcl_core.training.train.TrainResult` as plain data (what rank 0 of a torchrun hands back too)."""
     return {"steps": int(train_result.steps), "final_metrics": dict(train_result.final_metrics),
             "warnings": list(train_result.warnings), "evaluation": train_result.evaluation,
-            "stopped": bool(train_result.stopped)}
+            "stopped": bool(train_result.stopped), "compile_s": train_result.compile_s}
 
 
 @runner("pretrain")

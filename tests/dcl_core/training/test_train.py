@@ -220,3 +220,26 @@ def test_a_streamed_run_resumes_in_memory(tmp_path, folder):
     hooks = Recorder()
     fit(streamed(folder, True), tmp_path, hooks)
     assert hooks.start[1]["start_step"] == 2 and hooks.steps[-1] == 8
+
+
+def test_epoch_rows_time_the_whole_epoch_and_its_parts(tmp_path):
+    hooks = Recorder()
+    knn = {"train": {"source": "builtin:digits", "max_images": 64}, "test": {"source": "builtin:digits", "max_images": 32},
+           "k": 5}
+    result = fit(tiny(knn_monitor=knn), tmp_path, hooks)
+    epoch_rows = [m for m in hooks.metrics if "epoch_time_s" in m]
+    assert [m["step"] for m in epoch_rows] == [8, 16]
+    for row in epoch_rows:
+        assert row["knn_s"] > 0 and row["checkpoint_s"] > 0 and row["train_s"] > 0
+        assert row["epoch_time_s"] == pytest.approx(row["train_s"] + row["knn_s"] + row["checkpoint_s"])
+    assert not any("train_s" in m for m in hooks.metrics if "epoch_time_s" not in m)
+    assert result.compile_s is None  # an eager run compiles nothing
+
+
+def test_checkpoints_also_follow_the_wall_clock(tmp_path):
+    by_steps = Recorder()
+    fit(tiny(checkpoint_every_steps=1000), tmp_path / "steps", by_steps)
+    assert len(by_steps.checkpoints) == 3  # the two epoch ends and the end of the run
+    by_clock = Recorder()
+    fit(tiny(checkpoint_every_steps=1000, checkpoint_every_s=1e-9), tmp_path / "clock", by_clock)
+    assert len(by_clock.checkpoints) == 17  # every step, and the end of the run
