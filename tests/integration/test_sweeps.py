@@ -138,15 +138,16 @@ def test_cancel_cascades_to_members_and_retry_resumes_them(stack):
 
 def test_a_failed_member_fails_its_row_not_the_sweep_and_can_be_retried(stack):
     with stack.client() as client:
-        # The second member asks for more images a step than its 64 (known only once it loads them).
-        r = client.post("/v1/jobs", json=sweep({"batch_size": [16, 128]}))
+        # The second member would train for hours: it runs out of its 20 s run time.
+        r = client.post("/v1/jobs", json=sweep({"max_steps": [2, 1_000_000]}, batch_size=16, epochs=100_000,
+                                               max_runtime_s=20))
         assert r.status_code == 202, r.text
         sweep_id = r.json()["id"]
         parent = wait_job(client, sweep_id, timeout_s=120)
         assert parent["status"] == "succeeded"
         good, bad = parent["result"]["rows"]
         assert good["status"] == "succeeded" and good["scores"]
-        assert bad["status"] == "failed" and "batch_size" in bad["error"] and bad["scores"] == {}
+        assert bad["status"] == "failed" and "max_runtime_s" in bad["error"] and bad["scores"] == {}
         assert parent["result"]["summary"][1]["n"] == 0
 
         retried = client.post(f"/v1/jobs/{sweep_id}/retry")  # a sweep's retry: its failed members
