@@ -5,7 +5,6 @@ searched, and a second embed job of the same data shows side by side."""
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 
 import pytest
@@ -14,6 +13,7 @@ from tests.dashboard.conftest import screenshot
 from tests.fixtures.servers import run_api_server
 from tests.fixtures.workers import start_worker
 from tests.integration.helpers import image_zip, wait_job
+from tests.fixtures.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,14 +58,6 @@ def drawn_pixels(page, index: int = 0) -> list[list[int]]:
         }
         return out;
     }""", index)
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_explore_map_hover_click_search_and_side_by_side(explored, page, tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from tests.dashboard.conftest import screenshot
 from tests.fixtures.control import open_plane, submit
 from tests.fixtures.servers import dcl_env, free_port, run_api_server, stop_process, wait_for_port
 from tests.integration.helpers import image_zip
+from tests.fixtures.waiting import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -56,14 +56,6 @@ def finish(plane, job_id, result=None, worker="w1"):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "encoder.json").write_text("{}")
     plane.lifecycle.succeed(job_id, worker, result or {}, [ArtifactFile("encoder.json", 2, hashlib.sha256(b"{}").hexdigest())])
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_retry_is_offered_only_where_it_can_work(stack, page):

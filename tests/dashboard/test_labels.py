@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tests.dashboard.conftest import screenshot
-from tests.dashboard.test_pages import TINY, wait_until
+from tests.dashboard.test_pages import TINY
+from tests.fixtures.waiting import wait_until
 from tests.fixtures.control import open_plane, submit
 from tests.fixtures.servers import run_api_server
 

@@ -12,6 +12,7 @@ from tests.dashboard.conftest import screenshot
 from tests.fixtures.servers import run_api_server
 from tests.fixtures.workers import start_worker
 from tests.integration.helpers import image_zip, wait_job
+from tests.fixtures.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,15 +38,6 @@ def submit(api, **config) -> str:
         r = c.post("/v1/jobs", json={"type": "pretrain", "config": {**TINY, **config}})
         assert r.status_code == 202, r.text
         return r.json()["id"]
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> None:
-    # Polled from here: page-side waits evaluate strings, which the page's CSP forbids.
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
 
 
 def hash_of(page) -> str:

@@ -20,18 +20,10 @@ from service.control.settings import Settings
 from service.datalock import lock_data_dir
 from service.supervisor import EmbeddedWorker
 from tests.fixtures.control import open_plane, submit
+from tests.fixtures.waiting import wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 CRASHER = [sys.executable, "-c", "import sys; sys.exit(3)"]
-
-
-def wait_until(predicate, timeout_s: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(what)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ data, a real control plane (SQLite job store, embedded SQLite broker) in the tes
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -78,12 +77,3 @@ class JobThread(threading.Thread):
             raise self.error
         return self.outcome  # type: ignore[return-value]
 
-
-def wait_until(predicate, timeout_s: float = 60, interval_s: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"{what} not reached within {timeout_s}s")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.control import submit
-from tests.worker.conftest import JobThread, long_config, wait_until
+from tests.worker.conftest import JobThread, long_config
+from tests.fixtures.waiting import wait_until
 from worker.distributed import STOP_POLL_STEPS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]

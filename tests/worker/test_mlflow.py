@@ -18,7 +18,8 @@ from tests.fixtures.workers import start_worker
 from service.control.models import Job
 from tests.fixtures.control import open_plane, submit
 from tests.integration.helpers import TINY_PRETRAIN, wait_job
-from tests.worker.conftest import TINY_CONFIG, make_settings, pretrain_spec, wait_until
+from tests.worker.conftest import TINY_CONFIG, make_settings, pretrain_spec
+from tests.fixtures.waiting import wait_until
 from worker.tasks import execute_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]

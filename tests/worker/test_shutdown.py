@@ -10,7 +10,8 @@ import pytest
 from celery.signals import worker_shutting_down
 
 from tests.fixtures.control import submit
-from tests.worker.conftest import JobThread, long_config, pretrain_spec, wait_until
+from tests.worker.conftest import JobThread, long_config, pretrain_spec
+from tests.fixtures.waiting import wait_until
 from worker import shutdown
 from worker.tasks import execute_job
 

@@ -22,8 +22,8 @@ from tests.worker.conftest import (
     long_config,
     make_settings,
     pretrain_spec,
-    wait_until,
 )
+from tests.fixtures.waiting import wait_until
 from worker.runners import RUNNERS
 from worker.tasks import disk_message, execute_job, runtime_limit_s
 
